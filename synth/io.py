@@ -1,0 +1,129 @@
+"""Atomic files and Parquet shards.
+
+A shard is written under a temporary name, fsynced, then renamed into place, so a shard that exists is
+complete. Its key-value metadata carries the row count and the shard's stats, committed by the same rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SHARD_META_KEY = b"synth"
+
+
+class ShardError(Exception):
+    """A shard that cannot be read; the message names the file."""
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class ShardWriter:
+    """Streams record batches to ``path`` through a temp file; ``commit`` makes it appear whole."""
+
+    def __init__(self, path: str | Path, compression: str = "zstd") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.compression = compression
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._schema = table.schema.remove_metadata()
+            self._writer = pq.ParquetWriter(self.tmp, self._schema, compression=self.compression)
+        elif not table.schema.remove_metadata().equals(self._schema):
+            table = table.cast(self._schema)  # same columns, differently inferred types (e.g. null vs string)
+        if table.num_rows:
+            self._writer.write_table(table)
+            self.rows += table.num_rows
+
+    def commit(self, meta: dict[str, Any], empty_schema: pa.Schema | None = None) -> dict[str, Any]:
+        """Close with ``meta`` in the footer, fsync, rename into place."""
+        meta = {**meta, "rows": self.rows}
+        if self._writer is None:  # nothing came out: still write a valid empty shard
+            schema = (empty_schema or pa.schema([])).remove_metadata()
+            self._writer = pq.ParquetWriter(self.tmp, schema, compression=self.compression)
+        self._writer.add_key_value_metadata({SHARD_META_KEY: json.dumps(meta, ensure_ascii=False).encode()})
+        self._writer.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+        return meta
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def read_shard_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata a shard was committed with; ``ShardError`` if the file is damaged or foreign."""
+    try:
+        md = pq.read_metadata(path)
+    except (OSError, pa.ArrowException) as e:
+        raise ShardError(f"{path}: not a readable Parquet file ({e})") from e
+    raw = (md.metadata or {}).get(SHARD_META_KEY)
+    if raw is None:
+        raise ShardError(f"{path}: Parquet file without synth shard metadata")
+    meta = json.loads(raw)
+    if meta.get("rows") != md.num_rows:
+        raise ShardError(f"{path}: footer says {md.num_rows} rows, shard metadata says {meta.get('rows')}")
+    return meta
+
+
+def iter_shard(path: str | Path, batch_size: int = 1024, columns: list[str] | None = None):
+    """Yield the shard as tables of at most ``batch_size`` rows; damage raises ``ShardError`` naming the file."""
+    try:
+        pf = pq.ParquetFile(path)
+        for rb in pf.iter_batches(batch_size=batch_size, columns=columns):
+            yield pa.Table.from_batches([rb])
+    except (OSError, pa.ArrowException) as e:
+        raise ShardError(f"{path}: cannot read Parquet shard ({e})") from e
+
+
+def read_table(paths: list[Path], columns: list[str] | None = None) -> pa.Table:
+    """Read several shards into one table (for small outputs, tests and export)."""
+    tables = []
+    for p in paths:
+        try:
+            tables.append(pq.read_table(p, columns=columns))
+        except (OSError, pa.ArrowException) as e:
+            raise ShardError(f"{p}: cannot read Parquet shard ({e})") from e
+    non_empty = [t for t in tables if t.num_columns]
+    return pa.concat_tables(non_empty, promote_options="default") if non_empty else pa.table({})

@@ -1,0 +1,329 @@
+"""The stage runner: maps a stage over input shards, writes output shards atomically, resumes, counts.
+
+A stage is a small object with one method, ``process(batch, stats) -> batch``. Everything else lives here:
+which shards are already done, reading inputs, worker processes, atomic output, the manifest, stats and
+progress. Stages never open files themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, fields, is_dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from synth.fingerprint import file_digest, fingerprint
+from synth.io import ShardError, ShardWriter, atomic_write_text, iter_shard, read_shard_meta, read_table
+from synth.progress import StageProgress
+from synth.stats import ShardStats, count_langs, merge_shards, update_run_stats
+
+MANIFEST = "_manifest.json"
+CURRENT = "CURRENT"
+
+
+class StageError(RuntimeError):
+    """A stage failed on one input; the message names the stage and the input."""
+
+
+class Stage:
+    """One processing step. Subclasses are usually dataclasses whose fields are their settings.
+
+    Fields marked ``field(metadata={"fingerprint": False})`` (worker counts, paths to caches) do not change
+    the data and stay out of the fingerprint. Attributes whose name starts with ``_`` are runtime state
+    (loaded models, clients): they are not pickled to workers and are rebuilt by ``setup``.
+    """
+
+    name: ClassVar[str] = "stage"
+    step: ClassVar[int] = 0
+    version: ClassVar[str] = "1"  # bump when the code changes what rows come out
+
+    def setup(self) -> None:
+        """Load models or open clients; called once per worker process before the first batch."""
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        """Turn one batch into the next; count every row left out with ``stats.drop``."""
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        """The settings that change the output rows (default: the dataclass fields not marked otherwise)."""
+        if is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("fingerprint", True)}
+        return {}
+
+    def output_schema(self) -> pa.Schema | None:
+        """Schema for an output shard when nothing came out (None: an empty shard with no columns)."""
+        return None
+
+    @property
+    def key(self) -> str:
+        return f"{self.step:02d}_{self.name}"
+
+    def fingerprint(self, input_fingerprint: str) -> str:
+        return fingerprint(
+            {"stage": self.name, "version": self.version, "params": self.params(), "input": input_fingerprint}
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of input that becomes one output shard ``part-<index>.parquet``."""
+
+    index: int
+    key: str  # what a person recognises in an error message: a file name, an upstream shard
+    ref: Any = None
+
+
+class Source:
+    """Where a stage's input comes from: a list of tasks and a way to read each as batches."""
+
+    def tasks(self) -> list[Task]:
+        raise NotImplementedError
+
+    def read(self, task: Task, batch_size: int) -> Iterator[pa.Table]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass
+class StageOutput:
+    """A finished stage output folder: its manifest, shards and fingerprint."""
+
+    dir: Path
+    manifest: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    @property
+    def shards(self) -> list[Path]:
+        return [self.dir / s["file"] for s in self.manifest["shards"]]
+
+    @property
+    def num_rows(self) -> int:
+        return self.manifest["rows"]
+
+    def read(self, columns: list[str] | None = None) -> pa.Table:
+        return read_table(self.shards, columns=columns)
+
+    def as_source(self) -> ShardSource:
+        return ShardSource(self)
+
+    @classmethod
+    def open(cls, path: str | Path) -> StageOutput:
+        path = Path(path)
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError as e:
+            raise StageError(f"{path}: no {MANIFEST}; the stage that writes it has not finished") from e
+        except json.JSONDecodeError as e:
+            raise StageError(f"{path / MANIFEST}: damaged manifest ({e})") from e
+        return cls(path, manifest)
+
+    @classmethod
+    def current(cls, rundir: str | Path, key: str) -> StageOutput:
+        """The latest finished output of stage ``key`` (e.g. ``01_extract``) in a run directory."""
+        stage_dir = Path(rundir) / key
+        try:
+            fp = (stage_dir / CURRENT).read_text().strip()
+        except FileNotFoundError as e:
+            raise StageError(f"{stage_dir}: stage {key} has not finished in this run directory") from e
+        return cls.open(stage_dir / fp)
+
+
+class ShardSource(Source):
+    """The shards of a finished stage, one task each, so output shard i comes from input shard i."""
+
+    def __init__(self, output: StageOutput) -> None:
+        self.output = output
+
+    def tasks(self) -> list[Task]:
+        return [Task(i, str(p), p) for i, p in enumerate(self.output.shards)]
+
+    def read(self, task: Task, batch_size: int) -> Iterator[pa.Table]:
+        yield from iter_shard(task.ref, batch_size=batch_size)
+
+    def fingerprint(self) -> str:
+        return self.output.fingerprint
+
+
+class TableSource(Source):
+    """An in-memory table split into shards of ``rows_per_shard`` rows (for the Python API and tests)."""
+
+    def __init__(self, table: pa.Table, rows_per_shard: int = 10_000) -> None:
+        self.table = table
+        self.rows_per_shard = max(1, rows_per_shard)
+
+    def tasks(self) -> list[Task]:
+        n = max(1, -(-self.table.num_rows // self.rows_per_shard))
+        return [Task(i, f"rows {i * self.rows_per_shard}..", i) for i in range(n)]
+
+    def read(self, task: Task, batch_size: int) -> Iterator[pa.Table]:
+        part = self.table.slice(task.ref * self.rows_per_shard, self.rows_per_shard)
+        for off in range(0, part.num_rows, batch_size):
+            yield part.slice(off, batch_size)
+
+    def fingerprint(self) -> str:
+        sink = io.BytesIO()
+        with pa.ipc.new_stream(sink, self.table.schema) as w:
+            w.write_table(self.table)
+        digest = hashlib.sha256(sink.getvalue()).hexdigest()
+        return fingerprint({"table": digest, "rows_per_shard": self.rows_per_shard})
+
+
+_READY: dict[str, Stage] = {}  # in a worker process (which lives for one run_stage call): stages set up
+
+
+def _worker_task(stage: Stage, source: Source, task: Task, path: Path, fp: str, batch_size: int):
+    """Pool entry point: set the stage up once per worker process, then run the task."""
+    if fp not in _READY:
+        stage.setup()
+        _READY[fp] = stage
+    return _run_task(_READY[fp], source, task, path, fp, batch_size)
+
+
+def _run_task(stage: Stage, source: Source, task: Task, path: Path, fp: str, batch_size: int) -> dict[str, Any]:
+    """Read one task, process it batch by batch, commit one shard."""
+    t0 = time.perf_counter()
+    stats = ShardStats()
+    writer = ShardWriter(path)
+    try:
+        for batch in source.read(task, batch_size):
+            stats.rows_in.update(count_langs(batch))
+            out = stage.process(batch, stats)
+            stats.rows_out.update(count_langs(out))
+            writer.write(out)
+        meta = {"task": task.key, "fingerprint": fp, "stats": stats.to_dict(),
+                "seconds": round(time.perf_counter() - t0, 3)}
+        meta = writer.commit(meta, empty_schema=stage.output_schema())
+    except ShardError:
+        writer.abort()
+        raise
+    except Exception as e:
+        writer.abort()
+        raise StageError(f"stage {stage.key} failed on {task.key}: {type(e).__name__}: {e}") from e
+    return meta
+
+
+def _shard_path(out: Path, index: int) -> Path:
+    return out / f"part-{index:05d}.parquet"
+
+
+def _finished(path: Path, task: Task, fp: str, digests: dict[str, str]) -> dict[str, Any] | None:
+    """The shard's metadata if it is complete and belongs to this task, else None (it will be redone)."""
+    if not path.exists():
+        return None
+    try:
+        meta = read_shard_meta(path)
+    except (ShardError, json.JSONDecodeError):
+        return None
+    if meta.get("task") != task.key or meta.get("fingerprint") != fp:
+        return None
+    if path.name in digests and file_digest(path) != digests[path.name]:
+        return None
+    return meta
+
+
+def run_stage(
+    stage: Stage,
+    source: Source,
+    rundir: str | Path,
+    workers: int = 1,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> StageOutput:
+    """Run ``stage`` over every task of ``source`` into ``RUNDIR/<key>/<fingerprint>/`` and return it.
+
+    Finished shards with the same fingerprint are kept; missing, damaged or foreign ones are redone. A crash
+    at any point loses nothing: rerunning gives the same rows as an uninterrupted run.
+    """
+    rundir = Path(rundir)
+    fp = stage.fingerprint(source.fingerprint())
+    out = rundir / stage.key / fp
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # left by a killed worker; never a finished shard
+
+    digests: dict[str, str] = {}
+    if (out / MANIFEST).exists():
+        try:
+            digests = {s["file"]: s["sha256"] for s in json.loads((out / MANIFEST).read_text())["shards"]}
+        except (json.JSONDecodeError, KeyError):
+            digests = {}
+    tasks = source.tasks()
+    metas: dict[int, dict[str, Any]] = {}
+    todo: list[Task] = []
+    for task in tasks:
+        meta = _finished(_shard_path(out, task.index), task, fp, digests)
+        if meta is None:
+            todo.append(task)
+        else:
+            metas[task.index] = meta
+
+    with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress) as bar:
+        if workers <= 1 or len(todo) <= 1:
+            if todo:
+                stage.setup()
+            for task in todo:
+                metas[task.index] = _run_task(stage, source, task, _shard_path(out, task.index), fp, batch_size)
+                bar.advance(metas[task.index])
+        else:
+            _run_pool(stage, source, todo, out, fp, batch_size, workers, metas, bar)
+
+    return _finish(stage, source, rundir, out, fp, tasks, metas)
+
+
+def _run_pool(stage, source, todo, out, fp, batch_size, workers, metas, bar) -> None:
+    ctx = mp.get_context("spawn")  # fork is unsafe once torch or tokenizers threads exist
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        pending = {
+            pool.submit(_worker_task, stage, source, t, _shard_path(out, t.index), fp, batch_size): t for t in todo
+        }
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                task = pending.pop(fut)
+                exc = fut.exception()
+                if exc is not None:
+                    for f in pending:
+                        f.cancel()
+                    raise exc
+                metas[task.index] = fut.result()
+                bar.advance(metas[task.index])
+
+
+def _finish(stage, source, rundir, out, fp, tasks, metas) -> StageOutput:
+    shards = []
+    for task in tasks:
+        path = _shard_path(out, task.index)
+        shards.append({"file": path.name, "task": task.key, "rows": metas[task.index]["rows"],
+                       "bytes": path.stat().st_size, "sha256": file_digest(path)})
+    summary = merge_shards([metas[t.index]["stats"] for t in tasks])
+    summary.update(fingerprint=fp, shards=len(tasks),
+                   seconds=round(sum(metas[t.index].get("seconds", 0.0) for t in tasks), 3))
+    manifest = {
+        "stage": stage.key,
+        "fingerprint": fp,
+        "input_fingerprint": source.fingerprint(),
+        "version": stage.version,
+        "params": json.loads(json.dumps(stage.params(), default=str)),
+        "rows": sum(s["rows"] for s in shards),
+        "shards": shards,
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(out.parent / CURRENT, fp + "\n")
+    update_run_stats(Path(rundir), stage.key, summary)
+    return StageOutput(out, manifest)

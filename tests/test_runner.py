@@ -1,0 +1,172 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from toy_stages import Length, Upper, toy_source, toy_table
+
+from synth import StageOutput, run_stage
+from synth.io import ShardError
+from synth.runner import StageError, TableSource
+
+N, PER_SHARD = 400, 50
+EXPECTED_DROPS = len([i for i in range(N) if i % 7 == 0])
+
+
+def test_stage_over_shards_counts_every_row(tmp_path):
+    out = run_stage(Upper(), toy_source(N, PER_SHARD), tmp_path, workers=2, batch_size=16, progress=False)
+    table = out.read()
+    assert len(out.shards) == N // PER_SHARD
+    assert table.num_rows == N - EXPECTED_DROPS
+    assert table.column("upper").to_pylist()[0] == "ROW 1 GOOD TEXT"
+    assert out.dir.parent.name == "01_toy" and out.dir.name == out.fingerprint
+
+    stats = json.loads((tmp_path / "stats.json").read_text())["stages"]["01_toy"]
+    assert stats["rows_in"] == N and stats["rows_out"] == N - EXPECTED_DROPS
+    assert stats["dropped"] == {"contains_drop_word": EXPECTED_DROPS}
+    sw = stats["by_lang"]["sw"]
+    assert sw["in"] == sw["out"] + sw["dropped"]["contains_drop_word"]
+    assert sum(v["in"] for v in stats["by_lang"].values()) == N
+
+    manifest = json.loads((out.dir / "_manifest.json").read_text())
+    assert manifest["rows"] == table.num_rows
+    assert all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    assert StageOutput.current(tmp_path, "01_toy").dir == out.dir
+
+
+def test_same_rows_with_one_or_many_workers(tmp_path):
+    a = run_stage(Upper(), toy_source(), tmp_path / "a", workers=1, progress=False).read()
+    b = run_stage(Upper(), toy_source(), tmp_path / "b", workers=2, progress=False).read()
+    assert a.equals(b)
+
+
+def test_fingerprint_follows_data_settings_only(tmp_path):
+    base = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    # sleep is not data-relevant: same folder, nothing recomputed
+    mtimes = {p: p.stat().st_mtime_ns for p in base.shards}
+    again = run_stage(Upper(sleep=0.001), toy_source(), tmp_path, progress=False)
+    assert again.dir == base.dir
+    assert {p: p.stat().st_mtime_ns for p in again.shards} == mtimes
+    # a threshold is: new folder, recomputed, different rows
+    other = run_stage(Upper(drop_word="good"), toy_source(), tmp_path, progress=False)
+    assert other.fingerprint != base.fingerprint
+    assert other.num_rows == EXPECTED_DROPS
+    assert StageOutput.current(tmp_path, "01_toy").fingerprint == other.fingerprint
+    # a different input changes it too, and so does it for a downstream stage
+    assert Upper().fingerprint("x") != Upper().fingerprint("y")
+    assert run_stage(Length(), base.as_source(), tmp_path, progress=False).fingerprint != run_stage(
+        Length(), other.as_source(), tmp_path, progress=False).fingerprint
+
+
+def test_truncated_shard_is_detected_and_redone(tmp_path):
+    out = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    expected = out.read()
+    victim = out.shards[3]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ShardError, match=victim.name):
+        out.read()
+    again = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    assert again.read().equals(expected)
+
+
+def test_corrupt_bytes_inside_a_shard_fail_the_checksum_and_are_redone(tmp_path):
+    out = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    expected = out.read()
+    victim = out.shards[1]
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # footer intact, a data page damaged
+    victim.write_bytes(bytes(data))
+    other = out.shards[2].stat().st_mtime_ns
+    again = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    assert again.read().equals(expected)
+    assert out.shards[2].stat().st_mtime_ns == other  # only the damaged shard was redone
+
+
+def test_unreadable_input_names_the_file(tmp_path):
+    up = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    up.shards[2].write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ShardError, match=r"part-00002\.parquet"):
+        run_stage(Length(), up.as_source(), tmp_path, progress=False)
+
+
+def test_stage_failure_names_stage_and_input_and_keeps_finished_shards(tmp_path):
+    table = toy_table()
+    with pytest.raises(StageError, match=r"01_toy failed on rows 200\.\..*cannot handle"):
+        run_stage(Upper(fail_on=table.column("text")[210].as_py()), TableSource(table, 50), tmp_path,
+                  progress=False)
+    done = sorted(p.name for p in tmp_path.glob("01_toy/*/part-*.parquet"))
+    assert "part-00000.parquet" in done and "part-00004.parquet" not in done
+    assert not list(tmp_path.glob("01_toy/*/.*.tmp"))
+    out = run_stage(Upper(), TableSource(table, 50), tmp_path, progress=False)
+    assert out.num_rows == N - EXPECTED_DROPS
+
+
+def test_all_rows_dropped_still_writes_valid_shards(tmp_path):
+    out = run_stage(Upper(drop_word="row"), toy_source(), tmp_path, progress=False)
+    assert out.num_rows == 0
+    assert all(pq.read_metadata(p).num_rows == 0 for p in out.shards)
+    assert json.loads((tmp_path / "stats.json").read_text())["stages"]["01_toy"]["dropped"] == {
+        "contains_drop_word": N}
+
+
+def test_chained_stages_keep_ids_aligned(tmp_path):
+    up = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    down = run_stage(Length(), up.as_source(), tmp_path, workers=2, progress=False)
+    a, b = up.read(), down.read()
+    assert a.column("id").equals(b.column("id"))
+    assert b.column("n").to_pylist() == [len(t) for t in a.column("upper").to_pylist()]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys
+    from toy_stages import Upper, toy_source
+    from synth import run_stage
+    run_stage(Upper(sleep=float(sys.argv[2])), toy_source(1600, 50), sys.argv[1], workers=2, batch_size=10,
+              progress=False)
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed), "0.05"], env=env,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("01_toy/*/part-*.parquet"))) < 5:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-shard
+    proc.wait()
+    finished_before = len(list(killed.glob("01_toy/*/part-*.parquet")))
+    assert 5 <= finished_before < 32, "the kill must land mid-run"
+    assert not (killed / "stats.json").exists()
+
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed), "0"], env=env, check=True)
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(clean), "0"], env=env, check=True)
+
+    resumed, uninterrupted = StageOutput.current(killed, "01_toy"), StageOutput.current(clean, "01_toy")
+    assert resumed.fingerprint == uninterrupted.fingerprint
+    a, b = resumed.read(), uninterrupted.read()
+    assert a.num_rows == b.num_rows == 1600 - len([i for i in range(1600) if i % 7 == 0])
+    assert a.equals(b)
+    assert len(set(a.column("id").to_pylist())) == a.num_rows
+    sa, sb = (json.loads((d / "stats.json").read_text())["stages"]["01_toy"] for d in (killed, clean))
+    for s in (sa, sb):
+        s.pop("seconds")
+    assert sa == sb
+    assert not list(killed.glob("01_toy/*/.*.tmp"))
+
+
+def test_tables_with_null_columns_are_cast_to_the_first_schema(tmp_path):
+    t = pa.table({"id": ["a", "b"], "lang": ["sw", "sw"], "text": ["x", "y"]})
+    out = run_stage(Upper(), TableSource(t, 1), tmp_path, batch_size=1, progress=False)
+    assert out.read().column("upper").to_pylist() == ["X", "Y"]

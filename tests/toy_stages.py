@@ -1,0 +1,57 @@
+"""Small stages for testing the runner (importable by spawned worker processes)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from synth import ShardStats, Stage
+from synth.fingerprint import stable_id
+from synth.runner import TableSource
+
+
+@dataclass
+class Upper(Stage):
+    """Upper-cases ``text``; drops rows containing ``drop_word`` under the reason ``contains_drop_word``."""
+
+    name = "toy"
+    step = 1
+    drop_word: str = "bad"
+    sleep: float = field(default=0.0, metadata={"fingerprint": False})
+    fail_on: str | None = field(default=None, metadata={"fingerprint": False})
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        time.sleep(self.sleep)
+        texts = batch.column("text").to_pylist()
+        if self.fail_on is not None and self.fail_on in texts:
+            raise ValueError(f"cannot handle {self.fail_on!r}")
+        batch = stats.drop_mask(batch, [self.drop_word in t for t in texts], "contains_drop_word")
+        stats.count("chars", sum(len(t) for t in batch.column("text").to_pylist()))
+        return batch.append_column("upper", pa.array([t.upper() for t in batch.column("text").to_pylist()]))
+
+
+@dataclass
+class Length(Stage):
+    """A second stage, to chain after ``Upper``."""
+
+    name = "length"
+    step = 2
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        return batch.append_column("n", pa.array([len(t) for t in batch.column("upper").to_pylist()]))
+
+
+def toy_table(n: int = 400) -> pa.Table:
+    langs = ["sw", "en", "yo", "sw"]
+    texts = [f"row {i} {'bad' if i % 7 == 0 else 'good'} text" for i in range(n)]
+    return pa.table({
+        "id": [stable_id("toy", i) for i in range(n)],
+        "lang": [langs[i % 4] for i in range(n)],
+        "text": texts,
+    })
+
+
+def toy_source(n: int = 400, rows_per_shard: int = 50) -> TableSource:
+    return TableSource(toy_table(n), rows_per_shard=rows_per_shard)
