@@ -119,6 +119,10 @@ class StageOutput:
     def read(self, columns: list[str] | None = None) -> pa.Table:
         return read_table(self.shards, columns=columns)
 
+    def stats(self) -> dict[str, Any]:
+        """Counts and drop reasons merged from the shards' own metadata (what stats.json holds for it)."""
+        return merge_shards([read_shard_meta(p)["stats"] for p in self.shards])
+
     def as_source(self) -> ShardSource:
         return ShardSource(self)
 

@@ -113,7 +113,6 @@ def update_run_stats(rundir: Path, stage_key: str, summary: dict[str, Any]) -> P
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
             data = {"stages": {}}  # a damaged summary is rebuilt from the shards, which hold the truth
-    data.setdefault("stages", {})[stage_key] = summary
-    data["stages"] = dict(sorted(data["stages"].items()))
+    data.setdefault("stages", {})[stage_key] = summary  # insertion order: the order stages first ran
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return path

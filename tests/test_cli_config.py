@@ -1,0 +1,77 @@
+import subprocess
+import tomllib
+
+import pytest
+import typer
+from toy_stages import Upper, toy_source
+from typer.testing import CliRunner
+
+from synth import __version__, run_stage
+from synth.cli import app, parse_count
+from synth.config import ConfigError, load_config, resolve, write_run_config
+from synth.fingerprint import fingerprint
+
+runner = CliRunner()
+
+
+def test_help_and_version():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0 and "extract" in res.output and "stats" in res.output
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([".venv/bin/synth", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Build multilingual instruction-finetuning datasets" in out
+
+
+def test_stats_command_shows_the_funnel(tmp_path):
+    run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    res = runner.invoke(app, ["stats", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "01_toy" in res.output and "contains_drop_word" in res.output
+
+
+def test_stats_on_an_empty_directory_says_so(tmp_path):
+    res = runner.invoke(app, ["stats", str(tmp_path)])
+    assert res.exit_code == 1 and "no stage has finished" in res.output
+
+
+@pytest.mark.parametrize("text,value", [("1M", 1_000_000), ("500k", 500_000), ("1234", 1234), ("2.5k", 2500)])
+def test_parse_count(text, value):
+    assert parse_count(text) == value
+
+
+@pytest.mark.parametrize("text", ["abc", "-5", "0", "1.5"])
+def test_parse_count_rejects(text):
+    with pytest.raises(typer.BadParameter):
+        parse_count(text)
+
+
+def test_config_precedence_and_round_trip(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[extract]\nlang = "sw"\nmin_len = 300\n')
+    file_cfg = load_config(path)["extract"]
+    cfg = resolve({"lang": None, "min_len": 200, "max_len": 2000}, file_cfg, {"max_len": 900, "lang": None})
+    assert cfg == {"lang": "sw", "max_len": 900, "min_len": 300}
+    write_run_config(tmp_path / "rd", {"extract": cfg})
+    assert tomllib.loads((tmp_path / "rd" / "run.toml").read_text())["extract"] == cfg
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[extract\n")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="min_lenn"):
+        resolve({"min_len": 1}, {"min_lenn": 2}, {})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_fingerprint_is_order_independent_and_rejects_paths(tmp_path):
+    assert fingerprint({"a": 1, "b": [1, 2.0]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    with pytest.raises(TypeError, match="paths do not belong"):
+        fingerprint({"model": tmp_path})
