@@ -1,0 +1,171 @@
+"""Requests, results and the engine contract shared by every backend (vLLM, OpenAI-compatible, transformers).
+
+Stages build ``Request`` objects and get ``Result`` objects back in the same order. A failure of one request
+is a ``Result`` with ``error`` set to a short reason, never an exception that kills the batch: the stage then
+counts it as a drop with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from synth.fingerprint import fingerprint
+
+# Failures that say nothing about the request itself: never cached, retried on the next run. 401/403/404 are
+# the setup's fault (a wrong key, model name or URL), not the request's: fixed, the same request must go out again.
+TRANSIENT = {"timeout", "connection_error", "http_429", "http_500", "http_502", "http_503", "http_504",
+             "engine_error", "server_error", "http_401", "http_403", "http_404"}
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling parameters; the same names as vLLM's ``SamplingParams`` where they overlap."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = 0
+    stop: tuple[str, ...] = ()
+    repetition_penalty: float = 1.0
+    logprobs: int | None = None  # top-k log-probabilities per generated token
+
+
+@dataclass
+class Request:
+    """One generation: chat ``messages`` or a raw ``prompt``, with optional structured-output constraints."""
+
+    id: str
+    messages: list[dict[str, str]] | None = None
+    prompt: str | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.messages is None) == (self.prompt is None):
+            raise ValueError(f"request {self.id}: give exactly one of messages or prompt")
+
+    def payload(self) -> dict[str, Any]:
+        """Everything that decides the output, for the cache key (the id is not part of it)."""
+        return {"messages": self.messages, "prompt": self.prompt, "sampling": asdict(self.sampling),
+                "json_schema": self.json_schema, "regex": self.regex}
+
+    def cache_key(self, model_key: str) -> str:
+        return fingerprint({"model": model_key, **self.payload()}, length=32)
+
+
+@dataclass
+class Result:
+    """What came back for one request. ``error`` is a short reason (``timeout``, ``http_503``, ``parse_error``…)."""
+
+    id: str
+    text: str | None = None
+    parsed: Any = None
+    finish_reason: str | None = None  # "stop", "length", or "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float = 0.0
+    error: str | None = None
+    logprobs: list[dict[str, float]] | None = None  # per generated token: {token: logprob} of the top-k
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def transient(self) -> bool:
+        """A failure worth trying again later (server down, overloaded, slow); not a bad output."""
+        return self.error is not None and self.error.split(":")[0] in TRANSIENT
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("cached")
+        return d
+
+    @classmethod
+    def failed(cls, request: Request, reason: str, latency: float = 0.0) -> Result:
+        return cls(id=request.id, finish_reason="error", error=reason, latency=latency)
+
+
+class Engine(ABC):
+    """A backend. ``model_key`` names the model and its revision for the cache and the fingerprints."""
+
+    name: str = "engine"
+    model_key: str = ""
+
+    @abstractmethod
+    def generate(self, requests: list[Request]) -> list[Result]:
+        """Results in the order of ``requests``; never raises for one bad request."""
+
+    def close(self) -> None:  # noqa: B027 (optional to override: most engines have something to free)
+        """Free the model or the connection pool."""
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def parse_json(text: str | None, schema: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+    """Parse a JSON object out of model text: whole text, a fenced block, or the first balanced ``{...}``.
+
+    Returns ``(value, None)`` or ``(None, reason)``. With a schema, the value is validated (jsonschema).
+    """
+    if not text or not text.strip():
+        return None, "empty_output"
+    candidates = [text.strip(), *_FENCE.findall(text)]
+    start = text.find("{")
+    if start >= 0:
+        depth, in_str, esc = 0, False, False
+        for i, ch in enumerate(text[start:], start):
+            if in_str:
+                esc = not esc and ch == "\\"
+                if ch == '"' and not esc:
+                    in_str = False
+                continue
+            if ch == '"':
+                in_str = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    candidates.append(text[start : i + 1])
+                    break
+    for cand in candidates:
+        try:
+            value = json.loads(cand)
+        except json.JSONDecodeError:
+            continue
+        if schema is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validate(value, schema)
+            except jsonschema.ValidationError:
+                return None, "schema_mismatch"
+        return value, None
+    return None, "parse_error"
+
+
+def finish(request: Request, text: str | None, finish_reason: str | None, t0: float, **kw: Any) -> Result:
+    """Build a Result, parsing structured output when the request asked for it."""
+    result = Result(id=request.id, text=text, finish_reason=finish_reason, latency=time.perf_counter() - t0, **kw)
+    if request.json_schema is not None:
+        result.parsed, reason = parse_json(text, request.json_schema)
+        if reason is not None:
+            result.error = reason
+    elif request.regex is not None and (text is None or (re.fullmatch(request.regex, text) is None
+                                                          and re.fullmatch(request.regex, text.strip()) is None)):
+        result.error = "regex_mismatch"
+    return result

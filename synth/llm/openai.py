@@ -1,0 +1,236 @@
+"""OpenAI-compatible engine: any server speaking ``/chat/completions`` and ``/completions`` (``vllm serve``,
+TGI, llama.cpp server, hosted APIs).
+
+Requests go out concurrently (``httpx.AsyncClient`` under a semaphore). Each attempt has a hard time limit;
+429, 5xx, timeouts and connection failures (a reset, a refused connection while a server restarts) are retried
+with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time budget, so a batch
+never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason (``timeout``,
+``http_503``, ``connection_error``…), never as an exception.
+
+The API key is read from an environment variable at request time and sent as a Bearer header only: it is
+never logged, never put in a result, an error or a cache key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import logging
+import os
+import random
+import time
+from typing import Any
+
+from synth.llm.base import Engine, Request, Result, finish
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class _Retry(Exception):
+    """An attempt failed in a way worth another try; ``reason`` is the error a final failure reports."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class OpenAIEngine(Engine):
+    name = "openai"
+
+    def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
+                 max_backoff: float = 20.0, request_budget: float | None = None) -> None:
+        """``timeout``: seconds for one attempt, all included (connect, queue at the server, generation).
+        ``request_budget``: seconds one request may take over all its attempts and waits; by default enough
+        for every attempt to time out and every backoff to reach ``max_backoff``."""
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key_env = api_key_env
+        self.concurrency = max(1, int(concurrency))
+        self.timeout = float(timeout)
+        self.max_retries = max(0, int(max_retries))
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.request_budget = (float(request_budget) if request_budget is not None
+                               else (self.max_retries + 1) * self.timeout + self.max_retries * self.max_backoff)
+        self.model_key = f"openai:{self.base_url}:{model}"
+        self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
+        self.retries = 0
+
+    # -- the synchronous face -------------------------------------------------------------------------------
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        if not requests:
+            return []
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread (the usual case, worker threads included)
+            return asyncio.run(self.agenerate(requests))
+        # Called from inside a running loop (a notebook, async code): run ours on a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="synth-openai") as pool:
+            return pool.submit(asyncio.run, self.agenerate(requests)).result()
+
+    async def agenerate(self, requests: list[Request]) -> list[Result]:
+        """The same as ``generate`` for callers that already run an event loop."""
+        import httpx
+
+        sem = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout)) as client:
+            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+
+    # -- one request ----------------------------------------------------------------------------------------
+
+    def payload(self, request: Request) -> tuple[str, dict[str, Any]]:
+        """The endpoint and JSON body for a request."""
+        s = request.sampling
+        body: dict[str, Any] = {"model": self.model, "max_tokens": s.max_tokens, "temperature": s.temperature,
+                                "top_p": s.top_p}
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.repetition_penalty != 1.0:  # a vLLM extension: only sent when asked for
+            body["repetition_penalty"] = s.repetition_penalty
+        chat = request.messages is not None
+        if chat:
+            body["messages"] = request.messages
+            if s.logprobs:
+                body.update(logprobs=True, top_logprobs=s.logprobs)
+        else:
+            body["prompt"] = request.prompt
+            if s.logprobs:
+                body["logprobs"] = s.logprobs
+        if request.json_schema is not None:
+            if chat:
+                body["response_format"] = {"type": "json_schema",
+                                           "json_schema": {"name": "output", "schema": request.json_schema}}
+            else:  # the legacy completions API has no response_format; vLLM takes its own field
+                body["structured_outputs"] = {"json": request.json_schema}
+        elif request.regex is not None:  # vLLM's extension (the OpenAI API has no regex constraint)
+            body["structured_outputs"] = {"regex": request.regex}
+        return ("/chat/completions" if chat else "/completions"), body
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _one(self, client: Any, sem: asyncio.Semaphore, request: Request) -> Result:
+        t0 = time.perf_counter()
+        deadline = t0 + self.request_budget
+        try:
+            path, body = self.payload(request)
+        except Exception as e:
+            return Result.failed(request, f"bad_request:{type(e).__name__}")
+        url = self.base_url + path
+        attempt = 0
+        while True:
+            left = deadline - time.perf_counter()
+            try:
+                if left <= 0:
+                    raise _Retry("timeout")
+                async with sem:
+                    self.attempts += 1
+                    data = await asyncio.wait_for(self._post(client, url, body), min(self.timeout, left))
+                return self._result(request, data, chat=request.messages is not None, t0=t0)
+            except _Retry as r:
+                failure = r
+            except TimeoutError:
+                failure = _Retry("timeout")
+            except _Final as f:
+                return Result.failed(request, f.reason, time.perf_counter() - t0)
+            if attempt >= self.max_retries:
+                return Result.failed(request, failure.reason, time.perf_counter() - t0)
+            wait = min(self.max_backoff, self.backoff * 2**attempt)
+            wait = wait / 2 + random.uniform(0, wait / 2)  # jitter: clients that failed together spread out
+            if failure.retry_after is not None:
+                wait = max(wait, failure.retry_after)
+            if time.perf_counter() + wait >= deadline:  # no time left for another attempt: report this one
+                return Result.failed(request, failure.reason, time.perf_counter() - t0)
+            log.debug("request %s: %s, retry %d in %.2fs", request.id, failure.reason, attempt + 1, wait)
+            attempt += 1
+            self.retries += 1
+            await asyncio.sleep(wait)
+
+    async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
+        import httpx
+
+        try:
+            resp = await client.post(url, json=body, headers=self._headers())
+        except httpx.TimeoutException as e:
+            raise _Retry("timeout") from e
+        except (httpx.TransportError, OSError) as e:  # refused, reset, closed mid-response, protocol errors
+            raise _Retry("connection_error") from e
+        status = resp.status_code
+        if status in RETRY_STATUS:
+            raise _Retry(f"http_{status}", _retry_after(resp.headers.get("retry-after")))
+        if status == 408:
+            raise _Retry("timeout", _retry_after(resp.headers.get("retry-after")))
+        if status >= 500:
+            raise _Retry("server_error", _retry_after(resp.headers.get("retry-after")))
+        if status >= 400:
+            raise _Final(_client_error(status, resp))
+        try:
+            data = resp.json()
+        except ValueError as e:  # a proxy's HTML page, a cut body: the server's fault, worth another try
+            raise _Retry("server_error:bad_response") from e
+        if not isinstance(data, dict) or not data.get("choices"):
+            raise _Retry("server_error:bad_response")
+        return data
+
+    def _result(self, request: Request, data: dict[str, Any], chat: bool, t0: float) -> Result:
+        choice = data["choices"][0]
+        usage = data.get("usage") or {}
+        if chat:
+            text = (choice.get("message") or {}).get("content")
+            lp = (choice.get("logprobs") or {}).get("content")
+            logprobs = ([{t["token"]: t["logprob"] for t in step.get("top_logprobs") or ()} for step in lp]
+                        if lp is not None else None)
+        else:
+            text = choice.get("text")
+            lp = (choice.get("logprobs") or {}).get("top_logprobs")
+            logprobs = [dict(step or {}) for step in lp] if lp is not None else None
+        return finish(request, text or "", choice.get("finish_reason"), t0,
+                      prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                      completion_tokens=int(usage.get("completion_tokens") or 0),
+                      logprobs=logprobs if request.sampling.logprobs else None)
+
+
+class _Final(Exception):
+    """An answer that another try would not change (a 4xx)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _client_error(status: int, resp: Any) -> str:
+    """A reason for a 4xx: ``context_length`` when the prompt does not fit, else ``http_<status>``."""
+    if status in (400, 413, 422):
+        try:
+            text = resp.text.lower()
+        except Exception:
+            text = ""
+        if "context length" in text or "context_length" in text or "maximum model length" in text:
+            return "context_length"
+    return f"http_{status}"
