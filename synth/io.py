@@ -118,10 +118,13 @@ def iter_shard(path: str | Path, batch_size: int = 1024, columns: list[str] | No
 
 
 def read_table(paths: list[Path], columns: list[str] | None = None) -> pa.Table:
-    """Read several shards into one table (for small outputs, tests and export)."""
+    """Read several shards into one table (for small outputs, tests and export). A shard a stage wrote with no
+    columns (every row of it dropped before the stage knew its schema) holds nothing and is passed over."""
     tables = []
     for p in paths:
         try:
+            if columns is not None and not len(pq.read_schema(p)):
+                continue
             tables.append(pq.read_table(p, columns=columns))
         except (OSError, pa.ArrowException) as e:
             raise ShardError(f"{p}: cannot read Parquet shard ({e})") from e

@@ -83,3 +83,10 @@ def resolve_model(name_or_path: str) -> str:
             raise ModelNotFound(f"{path} not prepared yet: run `synth models prepare` (make install does)")
         return str(path)
     return name_or_path
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' own per-load progress bars ("Loading weights…"): synth shows its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()

@@ -1,0 +1,91 @@
+"""Prompt templates live in ``prompts/`` as versioned TOML files, never as strings in code.
+
+A file ``prompts/<name>.v<N>.toml`` holds ``system`` and ``user`` Jinja templates, optional worked examples
+(``[[examples]]`` tables with ``user`` and ``assistant``, sent as earlier turns of the chat: small models follow a
+format they have seen far better than one they are told about) and optional notes. The
+name, version and a hash of the text go into a stage's fingerprint, so editing a prompt recomputes what it
+produced and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.toml$")
+
+
+class PromptError(ValueError):
+    """A prompt that is missing or broken; the message names the file."""
+
+
+def prompts_dir() -> Path:
+    """The repository's ``prompts/`` (source checkout), else the copy installed inside the package."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "prompts", here / "prompts"):
+        if candidate.is_dir():
+            return candidate
+    raise PromptError("no prompts/ folder found next to the synth package")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: int
+    system: str | None
+    user: str
+    sha: str
+    path: str
+    examples: tuple[tuple[str, str], ...] = ()  # (user, assistant) turns shown before the real request
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What goes into fingerprints."""
+        return {"prompt": self.name, "version": self.version, "sha": self.sha}
+
+    def render(self, **values: Any) -> list[dict[str, str]]:
+        """Chat messages with the template variables filled in (a missing variable is an error)."""
+        try:
+            msgs = [{"role": "system", "content": _ENV.from_string(self.system).render(**values).strip()}] \
+                if self.system else []
+            for user, assistant in self.examples:
+                msgs.append({"role": "user", "content": _ENV.from_string(user).render(**values).strip()})
+                msgs.append({"role": "assistant", "content": _ENV.from_string(assistant).render(**values).strip()})
+            msgs.append({"role": "user", "content": _ENV.from_string(self.user).render(**values).strip()})
+        except jinja2.UndefinedError as e:
+            raise PromptError(f"{self.path}: {e}") from e
+        return msgs
+
+
+@cache
+def load_prompt(name: str, version: int | None = None, folder: str | None = None) -> Prompt:
+    """The prompt ``name`` at ``version`` (default: the highest version present)."""
+    root = Path(folder) if folder else prompts_dir()
+    found = {int(m["version"]): p for p in root.glob(f"{name}.v*.toml") if (m := _FILE.match(p.name))}
+    if not found:
+        raise PromptError(f"no prompt {name!r} in {root}")
+    v = max(found) if version is None else version
+    if v not in found:
+        raise PromptError(f"prompt {name!r} has no version {v} in {root} (have {sorted(found)})")
+    path = found[v]
+    raw = path.read_bytes()
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise PromptError(f"{path}: not valid TOML ({e})") from e
+    if "user" not in data:
+        raise PromptError(f"{path}: needs a 'user' template")
+    examples = data.get("examples", [])
+    if not isinstance(examples, list) or any(not isinstance(e, dict) or set(e) != {"user", "assistant"}
+                                             for e in examples):
+        raise PromptError(f"{path}: each [[examples]] entry needs exactly 'user' and 'assistant'")
+    return Prompt(name, v, data.get("system"), data["user"], hashlib.sha256(raw).hexdigest()[:16], str(path),
+                  tuple((e["user"], e["assistant"]) for e in examples))

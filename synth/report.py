@@ -1,0 +1,193 @@
+"""The run report: one self-contained HTML file (inline SVG plots), and a short console summary.
+
+Everything comes from ``stats.json`` and the final rows, so the report can be rebuilt at any time.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from synth.io import atomic_write_text
+
+STAGE_LABELS = {"01_fragments": "fragments", "01_extract": "extract", "02_translate": "translate",
+                "03_instruct": "instruct", "04_score": "score", "04_embed": "embed", "04_select": "select",
+                "05_backtranslate": "backtranslate", "05_fidelity": "fidelity gate"}
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "svg.fonttype": "none"})
+    return plt
+
+
+def funnel(stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows in and out of every stage in run order, with the top drop reasons."""
+    out = []
+    for key, s in stats.get("stages", {}).items():
+        top = ", ".join(f"{r} ({n:,})" for r, n in list(s.get("dropped", {}).items())[:3])
+        out.append({"stage": key, "rows_in": s["rows_in"], "rows_out": s["rows_out"], "top_drop": top,
+                    "by_lang": s.get("by_lang", {}), "counters": s.get("counters", {}),
+                    "seconds": s.get("seconds", 0.0)})
+    return out
+
+
+def _funnel_plot(rows: list[dict[str, Any]]) -> str:
+    plt = _plt()
+    langs = sorted({lang for r in rows for lang, v in r["by_lang"].items() if v["out"]})
+    fig, ax = plt.subplots(figsize=(7, 3))
+    labels = [STAGE_LABELS.get(r["stage"], r["stage"]) for r in rows]
+    bottom = [0] * len(rows)
+    for lang in langs:
+        vals = [r["by_lang"].get(lang, {}).get("out", 0) for r in rows]
+        ax.bar(labels, vals, bottom=bottom, label=lang)
+        bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    ax.set_ylabel("rows out")
+    ax.set_title("Funnel: rows kept after each stage")
+    ax.set_yscale("symlog")
+    if langs:
+        ax.legend(fontsize=7)
+    ax.tick_params(axis="x", rotation=30)
+    return _svg(fig)
+
+
+def _hist(values: list[float], title: str, xlabel: str, bins: int | list[float] = 30) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    ax.hist(values, bins=bins, color="#4c72b0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("rows")
+    return _svg(fig)
+
+
+def _bars(labels: list[str], values: list[float], title: str, ylabel: str) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 2.6))
+    ax.bar(labels, values, color="#55a868")
+    ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.tick_params(axis="x", rotation=30)
+    return _svg(fig)
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 7px;
+vertical-align:top;text-align:left}th{background:#f4f4f4}.plots{display:flex;flex-wrap:wrap;gap:1em}
+.plots figure{margin:0}svg{max-width:100%;height:auto}.small{color:#666;font-size:.85em}"""
+
+
+def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa.Table | None = None,
+                 title: str | None = None) -> Path:
+    """Write ``RUNDIR/report.html`` from stats.json, the final rows and (optionally) the selection's clusters."""
+    rundir = Path(rundir)
+    stats = json.loads((rundir / "stats.json").read_text()) if (rundir / "stats.json").exists() else {}
+    rows = funnel(stats)
+    parts = [f"<h1>{html.escape(title or f'synth run: {rundir.name}')}</h1>"]
+    if final is not None:
+        langs = sorted(set(final.column("lang").to_pylist())) if final.num_rows else []
+        parts.append(f"<p><b>{final.num_rows:,}</b> rows exported ({', '.join(langs) or 'none'}).</p>")
+    parts.append("<h2>Funnel</h2>")
+    if rows:
+        parts.append(f'<div class="plots"><figure>{_funnel_plot(rows)}</figure></div>')
+        parts.append(_table(["stage", "rows in", "rows out", "kept %", "top drop reasons"], [
+            [r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}",
+             f"{100 * r['rows_out'] / r['rows_in']:.1f}" if r["rows_in"] else "-", r["top_drop"]] for r in rows]))
+        lang_rows = [[r["stage"], lang, v["in"], v["out"], ", ".join(f"{k} ({n})" for k, n in
+                                                                     list(v["dropped"].items())[:3])]
+                     for r in rows for lang, v in r["by_lang"].items()]
+        parts.append("<details><summary>per language</summary>"
+                     + _table(["stage", "lang", "in", "out", "top drop reasons"], lang_rows) + "</details>")
+    plots = []
+    if final is not None and final.num_rows:
+        if "quality" in final.column_names:
+            q = [v for v in final.column("quality").to_pylist() if v is not None]
+            if q:
+                plots.append(_hist(q, "Judge quality score", "score (1-5)", bins=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5]))
+        plots.append(_hist([len(t) for t in final.column("instruction").to_pylist()], "Instruction length",
+                           "characters"))
+        plots.append(_hist([len(t) for t in final.column("response").to_pylist()], "Response length",
+                           "characters"))
+    if clusters is not None and clusters.num_rows and "cluster" in clusters.column_names:
+        sizes = sorted(c for c in clusters.column("cluster").to_pylist() if c is not None and c >= 0)
+        if sizes:
+            from collections import Counter
+
+            counts = sorted(Counter(sizes).values(), reverse=True)
+            plots.append(_bars([str(i) for i in range(len(counts))], counts, "Cluster sizes (selected)", "rows"))
+    tok_rows = [(STAGE_LABELS.get(r["stage"], r["stage"]), r["counters"].get("prompt_tokens", 0)
+                 + r["counters"].get("completion_tokens", 0), r["seconds"]) for r in rows]
+    if any(t for _, t, _ in tok_rows):
+        plots.append(_bars([s for s, t, _ in tok_rows if t], [t for _, t, _ in tok_rows if t],
+                           "Tokens per stage", "tokens"))
+    if rows:
+        plots.append(_bars([s for s, _, _ in tok_rows], [sec for _, _, sec in tok_rows], "Time per stage",
+                           "seconds (sum over shards)"))
+    if plots:
+        parts.append("<h2>Distributions and cost</h2><div class='plots'>"
+                     + "".join(f"<figure>{p}</figure>" for p in plots) + "</div>")
+    if rows:
+        parts.append(_table(["stage", "prompt tokens", "completion tokens", "LLM cache hits", "seconds"], [
+            [r["stage"], f"{r['counters'].get('prompt_tokens', 0):,}",
+             f"{r['counters'].get('completion_tokens', 0):,}", f"{r['counters'].get('llm_cache_hits', 0):,}",
+             f"{r['seconds']:.1f}"] for r in rows]))
+    if final is not None and final.num_rows:
+        cols = [c for c in ("id", "lang", "instruction", "response", "instruction_en", "quality")
+                if c in final.column_names]
+        sample = final.select(cols).slice(0, 25).to_pylist()
+        short = [[(str(r[c])[:300] + ("…" if len(str(r[c])) > 300 else "")) if r[c] is not None else ""
+                  for c in cols] for r in sample]
+        parts.append("<h2>Sample rows</h2>" + _table(cols, short))
+    parts.append(f"<p class='small'>From {html.escape(str(rundir))}/stats.json and final/.</p>")
+    doc = (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title or rundir.name)}</title>"
+           f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>")
+    path = rundir / "report.html"
+    atomic_write_text(path, doc)
+    return path
+
+
+def console_summary(rundir: str | Path) -> list[Any]:
+    """What a run prints at its end: a table of rows per stage with the biggest losses and, when nothing
+    survived, which stage lost everything and what to try."""
+    from rich.table import Table
+
+    rows = funnel(json.loads((Path(rundir) / "stats.json").read_text()))
+    table = Table(title="funnel", title_justify="left")
+    for col in ("stage", "in", "out", "top drop reasons"):
+        table.add_column(col, justify="right" if col in ("in", "out") else "left")
+    for r in rows:
+        table.add_row(r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", r["top_drop"])
+    out: list[Any] = [table]
+    lost = next((r for r in rows if r["rows_in"] and not r["rows_out"]), None)
+    if lost is not None:
+        out.append(f"[yellow]every row was dropped at {lost['stage']} ({lost['top_drop']}). With the small offline "
+                   f"model this is expected for most languages: it cannot translate them. Give the LLM stages a "
+                   f"stronger model (--model, or per stage in --config), or a seq2seq MT model for translation "
+                   f"(--translator seq2seq --mt-model facebook/nllb-200-distilled-600M).[/yellow]")
+    return out

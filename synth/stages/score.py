@@ -1,0 +1,110 @@
+"""Stage 4a, score: an LLM judge rates each English (instruction, response) pair on a 5-point rubric.
+
+Scoring costs GPU time, so nothing is thrown away here: every row keeps its judge output (score, reason, raw
+text, and the expected score from the score token's log-probabilities where the engine gives them). A row
+whose judgement failed keeps ``quality`` null and the failure in ``quality_error``; thresholds are applied
+later by the cheap, re-runnable selection step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from synth.llm import Request, Result, Sampling
+from synth.prompts import load_prompt
+from synth.runner import StageOutput, run_stage
+from synth.stages.llm_stage import LLMStage
+from synth.stats import ShardStats
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5},
+                   "reason": {"type": "string", "maxLength": 300}},
+    "required": ["score", "reason"],
+    "additionalProperties": False,
+}
+SCORE_COLUMNS = [("quality", pa.float32()), ("quality_expected", pa.float32()), ("quality_reason", pa.string()),
+                 ("quality_raw", pa.string()), ("quality_error", pa.string())]
+
+
+def expected_score(logprobs: list[dict[str, float]] | None) -> float | None:
+    """Probability-weighted mean over the digits 1–5 at the step where the model wrote the score (DEITA-style):
+    the first step whose most likely token is a digit (a digit among the alternatives of an earlier step, such
+    as the space before the score, is not the score)."""
+    for step in logprobs or []:
+        if not step or max(step, key=step.get).strip() not in {"1", "2", "3", "4", "5"}:
+            continue
+        digits = {k.strip(): v for k, v in step.items() if k.strip() in {"1", "2", "3", "4", "5"}}
+        if digits:
+            m = max(digits.values())
+            weights = {int(d): math.exp(v - m) for d, v in digits.items() if v > -math.inf}
+            total = sum(weights.values())
+            return sum(d * w for d, w in weights.items()) / total if total else None
+    return None
+
+
+@dataclass
+class Score(LLMStage):
+    """Adds quality, quality_expected, quality_reason, quality_raw and quality_error to every row."""
+
+    name = "score"
+    step = 4
+    version = "1"
+    prompt: str = "judge_quality"
+    prompt_version: int | None = None
+    max_tokens: int = 96
+    logprobs: int = 5  # top-k per token, for the expected score; 0 turns it off
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "prompt": load_prompt(self.prompt, self.prompt_version).identity}
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        missing = {"instruction_en", "response_en"} - set(batch.column_names)
+        if missing:
+            raise ValueError(f"score needs the columns {sorted(missing)} (run translate and instruct first)")
+        prompt = load_prompt(self.prompt, self.prompt_version)
+        sampling = Sampling(max_tokens=self.max_tokens, temperature=0.0, logprobs=self.logprobs or None)
+        rows = batch.select(["id", "instruction_en", "response_en"]).to_pylist()
+        requests = [Request(id=r["id"], messages=prompt.render(instruction=r["instruction_en"],
+                                                               response=r["response_en"]),
+                            sampling=sampling, json_schema=SCHEMA) for r in rows]
+        results = self.ask(requests, stats)
+        cols: dict[str, list] = {name: [] for name, _ in SCORE_COLUMNS}
+        for res in results:
+            self._record(res, cols, stats)
+        for name, typ in SCORE_COLUMNS:
+            batch = batch.append_column(pa.field(name, typ), pa.array(cols[name], typ))
+        return batch
+
+    @staticmethod
+    def _record(res: Result, cols: dict[str, list], stats: ShardStats) -> None:
+        score = res.parsed.get("score") if res.ok and isinstance(res.parsed, dict) else None
+        error = res.error or (None if score is not None else "parse_error")
+        if error:
+            stats.count(f"judge_failed:{error}")
+        else:
+            stats.count("judged")
+        cols["quality"].append(float(score) if score is not None else None)
+        cols["quality_expected"].append(expected_score(res.logprobs) if score is not None else None)
+        cols["quality_reason"].append(res.parsed.get("reason") if score is not None else None)
+        cols["quality_raw"].append(res.text)
+        cols["quality_error"].append(error)
+
+
+def score(rundir: str | Path, progress: bool = True, **settings: Any) -> StageOutput:
+    """Run the judge on the run's current ``03_instruct`` and return ``04_score``.
+
+    ``settings`` are ``Score``'s fields (engine, model, prompt, max_tokens, logprobs…); ``cache="auto"`` (the
+    default) uses synth's shared request cache, ``cache=None`` none.
+    """
+    from synth.stages.translate import default_cache
+
+    if settings.get("cache", "auto") == "auto":
+        settings["cache"] = default_cache()
+    source = StageOutput.current(rundir, "03_instruct")
+    return run_stage(Score(**settings), source.as_source(), rundir, workers=1, progress=progress)

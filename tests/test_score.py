@@ -1,0 +1,63 @@
+"""Stage 4a, the LLM quality judge, with the real SmolLM2-135M-Instruct on the hf engine."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow as pa
+import pytest
+
+from synth.runner import TableSource, run_stage
+from synth.stages.score import Score, expected_score
+
+PAIRS = [
+    ("How do plants make their own food?",
+     "Plants make food by photosynthesis: chlorophyll captures sunlight, which turns water and carbon dioxide "
+     "into sugar, and oxygen is released."),
+    ("List three rivers in Africa.", "Click here to subscribe to our newsletter. All rights reserved."),
+    ("What does article 26 of the declaration say about education?",
+     "Everyone has the right to education. Education shall be free, at least in the elementary stages."),
+    ("Explain why rest matters for workers.",
+     "Everyone has the right to rest and leisure, including reasonable limitation of working hours."),
+]
+
+
+def _table() -> pa.Table:
+    return pa.table({"id": [f"r{i}" for i in range(len(PAIRS))], "lang": ["swh"] * len(PAIRS),
+                     "instruction_en": [p[0] for p in PAIRS], "response_en": [p[1] for p in PAIRS]})
+
+
+def test_expected_score_reads_the_step_that_wrote_the_score():
+    steps = [{' "': -0.01, "1": -8.0},  # the space before the score: a '1' among its alternatives is not the score
+             {"4": math.log(0.6), "5": math.log(0.3), "3": math.log(0.1)}]
+    assert expected_score(steps) == pytest.approx(0.6 * 4 + 0.3 * 5 + 0.1 * 3)
+    assert expected_score([{"a": -0.1}]) is None and expected_score(None) is None
+
+
+@pytest.mark.slow
+def test_every_row_gets_a_score_or_a_counted_failure(tmp_path):
+    out = run_stage(Score(engine="hf", model="smollm2", cache=str(tmp_path / "c.sqlite")), TableSource(_table()),
+                    tmp_path / "run", progress=False)
+    t = out.read()
+    assert t.num_rows == len(PAIRS)  # the judge never drops a row: selection decides
+    stats = out.stats()["counters"]
+    judged = [q for q in t.column("quality").to_pylist() if q is not None]
+    assert stats.get("judged", 0) == len(judged)
+    assert stats.get("judged", 0) + sum(v for k, v in stats.items() if k.startswith("judge_failed:")) == len(PAIRS)
+    assert all(1 <= q <= 5 for q in judged)
+    for q, e in zip(t.column("quality").to_pylist(), t.column("quality_expected").to_pylist(), strict=True):
+        assert (q is None) == (e is None) and (e is None or 1 <= e <= 5)
+    assert stats["llm_requests"] == len(PAIRS) and stats["prompt_tokens"] > 0
+
+
+@pytest.mark.slow
+def test_truncated_judgements_are_parse_failures_not_scores(tmp_path):
+    """A budget too small for the JSON: every answer is cut off, and each is counted, not guessed."""
+    out = run_stage(Score(engine="hf", model="smollm2", max_tokens=3, cache=None), TableSource(_table()),
+                    tmp_path / "run", progress=False)
+    t = out.read()
+    assert t.column("quality").null_count == len(PAIRS)
+    errors = t.column("quality_error").to_pylist()
+    assert all(e is not None for e in errors)
+    counted = {k: v for k, v in out.stats()["counters"].items() if k.startswith("judge_failed:")}
+    assert sum(counted.values()) == len(PAIRS)

