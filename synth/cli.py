@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from synth import __version__
+from synth.errors import SynthError
 
 app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
                   no_args_is_help=True, add_completion=False)
@@ -71,7 +72,9 @@ def parse_count(text: str | None) -> int | None:
 
 
 def _fail(e: Exception) -> None:
-    console.print(f"[red]error:[/red] {e}")
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(e))}")  # messages name config sections: [translate]…
     raise typer.Exit(2)
 
 
@@ -104,7 +107,7 @@ def extract(
     from dataclasses import asdict, fields
 
     from synth.config import ConfigError, load_config, resolve, write_run_config
-    from synth.stages.extract import ExtractError, ExtractSettings
+    from synth.stages.extract import ExtractSettings
     from synth.stages.extract import extract as run_extract
 
     flags = {"lang": lang, "fragments": parse_count(fragments), "sample": sample, "seed": seed,
@@ -121,7 +124,7 @@ def extract(
         settings = ExtractSettings(**cfg)
         write_run_config(out, {"extract": {**asdict(settings), "input": inputs}})
         result = run_extract(inputs, out, settings, workers=workers, progress=not quiet)
-    except (ConfigError, ExtractError) as e:
+    except (SynthError, ValueError, OSError) as e:
         _fail(e)
     summary = result.stats()
     console.print(f"[green]kept {result.num_rows:,} {settings.lang} fragments[/green] in {result.dir}")
@@ -163,7 +166,7 @@ def generate(
     from synth.llm import Sampling, load_engine
     from synth.llm.batch import generate_file
     from synth.llm.factory import default_engine
-    from synth.models import ModelNotFound, cache_dir
+    from synth.models import cache_dir
 
     engine = engine or default_engine()
     options = _engine_options(engine_opt)
@@ -172,7 +175,7 @@ def generate(
     cache_path = None if no_cache else (cache or cache_dir() / "llm" / "requests.sqlite")
     try:
         llm = load_engine(engine, model, cache=cache_path, **options)
-    except (ModelNotFound, ValueError, OSError) as e:
+    except (SynthError, ValueError, OSError) as e:
         _fail(e)
     with llm:
         report = generate_file(llm, input, out, Sampling(max_tokens=max_tokens, temperature=temperature),
@@ -204,11 +207,9 @@ def _llm_settings(engine: str | None, model: str | None, engine_opt: list[str] |
 
 
 def _run_llm_stage(fn, rundir: Path, quiet: bool, **settings: object) -> None:
-    from synth.runner import StageError
-
     try:
         result = fn(rundir, progress=not quiet, **settings)
-    except (StageError, ValueError, OSError) as e:
+    except (SynthError, ValueError, OSError) as e:
         _fail(e)
     s = result.stats()
     console.print(f"[green]{result.num_rows:,} rows[/green] in {result.dir}")
@@ -286,18 +287,19 @@ def select_cmd(
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."""
-    from synth.runner import StageError, StageOutput, run_stage
-    from synth.select.embed import Embed, EmbedError
-    from synth.select.select import SelectError, SelectSettings, parse_lang_quota, select
+    from synth.runner import StageOutput, check_lineage, run_stage
+    from synth.select.embed import Embed
+    from synth.select.select import SelectSettings, parse_lang_quota, select
 
     try:
         scored = StageOutput.current(out, "04_score")
+        check_lineage(out, ["04_score", "03_instruct"])
         embedded = run_stage(Embed(model=embed_model), scored.as_source(), out, progress=not quiet)
         settings = SelectSettings(min_quality=min_quality, target=parse_count(target), keep=keep, method=method,
                                   tau=tau, clusters=clusters, per_lang_quota=parse_lang_quota(per_lang_quota),
                                   seed=seed)
         result = select(embedded, out, settings, progress=not quiet)
-    except (StageError, SelectError, EmbedError) as e:
+    except (SynthError, ValueError) as e:
         _fail(e)
     s = result.stats()
     kept = sum(result.read(columns=["selected"]).column("selected").to_pylist())
@@ -332,14 +334,15 @@ def export_cmd(
     license: list[str] = typer.Option(None, help="SOURCE=LICENCE for the dataset card (SOURCE * for all)."),
 ) -> None:
     """Write RUNDIR/final: messages-format Parquet, optional JSONL/Alpaca/ShareGPT, card, trainer snippets."""
-    from synth.export import ExportError, ExportSettings, export
-    from synth.runner import StageError, StageOutput
+    from synth.export import ExportSettings, export, run_card
+    from synth.runner import StageOutput
 
     licenses = dict(pair.split("=", 1) for pair in license or [] if "=" in pair)
     try:
         rows = StageOutput.current(out, "05_fidelity")
-        final = export(rows, out, ExportSettings(formats=("parquet", *(format or [])), licenses=licenses))
-    except (StageError, ExportError) as e:
+        final = export(rows, out, ExportSettings(formats=("parquet", *(format or [])), licenses=licenses),
+                       card=run_card(out))
+    except (SynthError, ValueError, OSError) as e:
         _fail(e)
     console.print(f"[green]{rows.num_rows:,} rows[/green] → {final}")
 
@@ -350,13 +353,14 @@ def run_cmd(
     input: list[str] = typer.Option(None, "--input", "-i", help="Raw corpus files, folders or globs."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
     fragments: str = typer.Option(None, help="Fragments to extract (suffixes k, M); default all."),
-    target: str = typer.Option(None, help="Rows to select for the final set; default all that pass."),
+    target: str = typer.Option(None, help="Rows to select for back-translation (the fidelity gate after it may "
+                               "drop some); default all that pass."),
     engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
     judge_model: str = typer.Option(None, help="A different model for the quality judge."),
     translator: str = typer.Option(None, help="'llm' or 'seq2seq' for stages 2 and 5 (with --mt-model)."),
     mt_model: str = typer.Option(None, help="Seq2seq MT model for stages 2 and 5."),
     format: list[str] = typer.Option(None, "--format", "-f", help="Extra export formats: jsonl, alpaca, sharegpt."),
-    workers: int = typer.Option(1, help="Worker processes for extraction."),
+    workers: int = typer.Option(None, help="Worker processes for extraction (default 1)."),
     config: Path = typer.Option(None, help="run.toml: top-level keys and \\[extract], \\[translate], "
                                 "\\[instruct], \\[score], \\[embed], \\[select], \\[backtranslate], \\[fidelity], "
                                 "\\[export] sections."),
@@ -371,34 +375,28 @@ def run_cmd(
 
     try:
         cfg = load_config(config)
+        if "input" in cfg:
+            cfg["inputs"] = cfg.pop("input")
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
                  "target": parse_count(target), "engine": engine, "model": model, "workers": workers}
-        merged = {**cfg, **{k: v for k, v in flags.items() if v is not None}}
-        if "input" in merged:
-            merged["inputs"] = merged.pop("input")
-        if not merged.get("lang") or not merged.get("inputs"):
-            raise ConfigError("--lang and --input are required (as flags or in the config)")
+        merged = {**cfg, **{k: v for k, v in flags.items() if v is not None}}  # flags win over the config
         unknown = set(merged) - set(RunSettings.__dataclass_fields__)
         if unknown:
             raise ConfigError(f"unknown setting(s) in config: {', '.join(sorted(unknown))}")
-        settings = RunSettings(**merged)
         if judge_model:
-            settings.score.setdefault("model", judge_model)
-        for section in (settings.translate, settings.backtranslate):
+            merged.setdefault("score", {})["model"] = judge_model
+        for section in ("translate", "backtranslate"):
             if translator:
-                section.setdefault("translator", translator)
+                merged.setdefault(section, {})["translator"] = translator
             if mt_model:
-                section.setdefault("mt_model", mt_model)
+                merged.setdefault(section, {})["mt_model"] = mt_model
         if format:
-            settings.export.setdefault("formats", ("parquet", *format))
+            merged.setdefault("export", {})["formats"] = ["parquet", *format]
+        settings = RunSettings(**merged)
         write_run_config(out, asdict(settings))
         result = run(settings, out, progress=not quiet)
-    except Exception as e:  # every stage's own error says what and where
-        from synth.runner import StageError
-
-        if isinstance(e, (ConfigError, StageError, ValueError, OSError)):
-            _fail(e)
-        raise
+    except (SynthError, ValueError, OSError) as e:  # every stage's own error says what and where
+        _fail(e)
     console.print()
     for line in console_summary(out):
         console.print(line)
@@ -421,7 +419,7 @@ def plan(
     try:
         p = make_plan(sample, fragments=parse_count(fragments), target=parse_count(target),
                       prefill_tps=prefill_tps, decode_tps=decode_tps)
-    except (ValueError, FileNotFoundError) as e:
+    except (SynthError, ValueError, FileNotFoundError) as e:
         _fail(e)
     table = Table(title=f"plan for {p['fragments']:,} fragments → about {p['final_rows']:,} final rows")
     for col in ("stage", "yield", "rows in", "prompt tok/row", "completion tok/row", "tokens", "GPU-hours"):

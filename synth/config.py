@@ -11,10 +11,11 @@ from typing import Any
 
 import tomli_w
 
+from synth.errors import SynthError
 from synth.io import atomic_write_text
 
 
-class ConfigError(ValueError):
+class ConfigError(SynthError, ValueError):
     """A configuration file that cannot be read or holds an unknown setting; the message says where."""
 
 

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth import __version__
+from synth.errors import SynthError
 from synth.io import atomic_write_text
 from synth.runner import StageOutput
 
@@ -28,7 +29,7 @@ KEEP_COLUMNS = ["instruction_en", "response_en", "quality", "quality_expected", 
 FORMATS = ("parquet", "jsonl", "alpaca", "sharegpt")
 
 
-class ExportError(RuntimeError):
+class ExportError(SynthError, RuntimeError):
     """The rows to export lack what a dataset needs; the message says which column."""
 
 
@@ -110,11 +111,13 @@ from datasets import load_dataset
 from trl import SFTConfig, SFTTrainer
 
 dataset = load_dataset("parquet", data_dir="final/data", split="train")
-dataset = dataset.select_columns(["messages"])  # conversational format: the chat template is applied by TRL
+# Prompt-completion form: the loss is on the answer only, with any chat template (no generation markers needed).
+dataset = dataset.map(lambda row: {{"prompt": row["messages"][:1], "completion": row["messages"][1:]}},
+                      remove_columns=dataset.column_names)
 trainer = SFTTrainer(
     model="HuggingFaceTB/SmolLM2-135M-Instruct",  # or a local model directory
     train_dataset=dataset,
-    args=SFTConfig(output_dir="sft-{settings.name}", assistant_only_loss=True, num_train_epochs=1),
+    args=SFTConfig(output_dir="sft-{settings.name}", num_train_epochs=1),
 )
 trainer.train()
 ''')
@@ -136,6 +139,36 @@ output_dir: ./outputs/{settings.name}
         "columns": {"messages": "messages"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
     }}, indent=2) + "\n")
+
+
+MODEL_STAGES = {"translate": "02_translate", "instruct": "03_instruct", "score": "04_score",
+                "backtranslate": "05_backtranslate"}
+
+
+def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the dataset card says about how a run was made, read from the run itself: the model and prompt
+    versions in each LLM stage's manifest, the LID model of stage 1, and the funnel of stats.json."""
+    from synth.report import funnel
+
+    rundir = Path(rundir)
+    models: dict[str, str] = {}
+    for name, key in MODEL_STAGES.items():
+        try:
+            params = StageOutput.current(rundir, key).manifest.get("params", {})
+        except SynthError:
+            continue
+        model = params.get("mt_model") or f"{params.get('engine', '')} {params.get('model', '')}".strip()
+        prompts = [f"{v['prompt']}.v{v['version']}" for v in params.values()
+                   if isinstance(v, dict) and "prompt" in v and "version" in v]
+        models[name] = model + (f" (prompts: {', '.join(prompts)})" if prompts else "")
+    try:
+        params = StageOutput.current(rundir, "01_fragments").manifest.get("params", {})
+        models["extract"] = f"LID {params.get('lid_model', '?')}, language {params.get('lang', '?')}"
+    except SynthError:
+        pass
+    stats_path = rundir / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    return {"models": models, "funnel": funnel(stats), **(extra or {})}
 
 
 def dataset_card(table: pa.Table, settings: ExportSettings, info: dict[str, Any]) -> str:

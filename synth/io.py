@@ -15,10 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.errors import SynthError
+
 SHARD_META_KEY = b"synth"
 
 
-class ShardError(Exception):
+class ShardError(SynthError):
     """A shard that cannot be read; the message names the file."""
 
 

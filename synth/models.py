@@ -12,12 +12,14 @@ import os
 import shutil
 from pathlib import Path
 
+from synth.errors import SynthError
+
 SMOLLM2 = "SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ALIASES = {"smollm2": SMOLLM2, "smollm2-135m-instruct": SMOLLM2, SMOLLM2.lower(): SMOLLM2}
 
 
-class ModelNotFound(RuntimeError):
+class ModelNotFound(SynthError, RuntimeError):
     """An offline model is missing; the message says which package or command provides it."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import langcodes
 
+from synth.errors import SynthError
 from synth.extract.fragment import paragraphs, sentences
 from synth.extract.lid import MACRO, expected_script, normalize_lang
 from synth.llm.identity import model_identity
@@ -33,7 +34,7 @@ from synth.llm.identity import model_identity
 FAMILIES = ("nllb", "m2m100", "madlad", "marian")
 
 
-class MTError(RuntimeError):
+class MTError(SynthError, RuntimeError):
     """A seq2seq model that cannot be used as asked (unknown family, a language it lacks…)."""
 
 

@@ -8,11 +8,11 @@ and starting the same command again finishes with the same rows and pays for not
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from synth.export import ExportSettings, export
+from synth.export import ExportSettings, export, run_card
 from synth.progress import console
 from synth.report import write_report
 from synth.runner import StageOutput
@@ -25,8 +25,8 @@ STAGE_SECTIONS = ("extract", "translate", "instruct", "score", "embed", "select"
 class RunSettings:
     """The main job. ``engine``/``model`` are the defaults of every LLM stage; a stage's own section wins."""
 
-    lang: str
-    inputs: list[str]
+    lang: str | None = None  # required, here or in [extract]
+    inputs: list[str] = field(default_factory=list)  # required, here or in [extract]
     fragments: int | None = None  # fragments to extract
     target: int | None = None  # rows to select for back-translation (default: all that pass)
     engine: str | None = None  # None: vllm with a GPU, else hf
@@ -42,6 +42,34 @@ class RunSettings:
     fidelity: dict[str, Any] = field(default_factory=dict)
     export: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check every section against the settings of what it configures, so that a misspelt key is an error
+        naming the section and the key, not a TypeError deep in a stage."""
+        from synth.config import ConfigError
+
+        if isinstance(self.inputs, str | Path):
+            self.inputs = [str(self.inputs)]
+        for key, top in (("lang", "lang"), ("fragments", "fragments"), ("input", "inputs"), ("inputs", "inputs")):
+            if key in self.extract:  # the shape `synth extract --config` takes: lift it to the top level
+                value = self.extract.pop(key)
+                value = [value] if top == "inputs" and isinstance(value, str) else value
+                if getattr(self, top) in (None, [], value):
+                    setattr(self, top, value)
+                else:
+                    raise ConfigError(f"[extract] {key} = {value!r} contradicts {top} = {getattr(self, top)!r}")
+        if not self.lang or not self.inputs:
+            raise ConfigError("a language and an input are required (--lang and --input, or lang and input in "
+                              "the config)")
+        for name, cls in _section_classes().items():
+            section = getattr(self, name)
+            if not isinstance(section, dict):
+                raise ConfigError(f"[{name}] must be a table of settings, not {section!r}")
+            allowed = {f.name for f in fields(cls)} - {"lang", "fragments"}
+            unknown = sorted(set(section) - allowed)
+            if unknown:
+                raise ConfigError(f"[{name}]: unknown setting(s) {', '.join(unknown)} (known: "
+                                  f"{', '.join(sorted(allowed))})")
+
 
 @dataclass
 class RunResult:
@@ -51,6 +79,21 @@ class RunResult:
     rows: int
     seconds: float
     outputs: dict[str, StageOutput]
+
+
+def _section_classes() -> dict[str, type]:
+    from synth.export import ExportSettings
+    from synth.select.embed import Embed
+    from synth.select.select import SelectSettings
+    from synth.stages.backtranslate import Backtranslate, FidelityThresholds
+    from synth.stages.extract import ExtractSettings
+    from synth.stages.instruct import Instruct
+    from synth.stages.score import Score
+    from synth.stages.translate import Translate
+
+    return {"extract": ExtractSettings, "translate": Translate, "instruct": Instruct, "score": Score,
+            "embed": Embed, "select": SelectSettings, "backtranslate": Backtranslate,
+            "fidelity": FidelityThresholds, "export": ExportSettings}
 
 
 def _llm(settings: RunSettings, section: dict[str, Any]) -> dict[str, Any]:
@@ -90,12 +133,13 @@ def run(settings: RunSettings, rundir: str | Path, progress: bool = True) -> Run
     step("score", score, rundir, progress=progress, **_llm(settings, settings.score))
     embedded = step("embed", run_stage, Embed(**settings.embed), outputs["score"].as_source(), rundir,
                     progress=progress)
-    sel = SelectSettings(**{"target": settings.target, **settings.select})
+    sel = SelectSettings(**{**settings.select, **({"target": settings.target} if settings.target is not None else {})})
     selected = step("select", select, embedded, rundir, sel, progress=progress)
     gated = step("backtranslate", backtranslate, rundir, progress=progress,
                  thresholds=FidelityThresholds(**settings.fidelity),
                  **_llm(settings, settings.backtranslate))
-    final = export(gated, rundir, ExportSettings(**settings.export), card=_card(settings, ext, outputs))
+    card = run_card(rundir, {"settings": asdict(settings)})
+    final = export(gated, rundir, ExportSettings(**settings.export), card=card)
     table = gated.read()
     from synth.export import to_final
 
@@ -103,20 +147,3 @@ def run(settings: RunSettings, rundir: str | Path, progress: bool = True) -> Run
                           clusters=selected.read(columns=["cluster", "selected"]),
                           title=f"synth run: {ext.lang}, {rundir.name}")
     return RunResult(rundir, final, report, gated.num_rows, time.perf_counter() - t0, outputs)
-
-
-def _card(settings: RunSettings, ext: Any, outputs: dict[str, StageOutput]) -> dict[str, Any]:
-    """What the dataset card says about how the data was made: models, prompts, funnel."""
-    import json
-
-    from synth.report import funnel
-
-    stats = json.loads((next(iter(outputs.values())).dir.parents[1] / "stats.json").read_text())
-    models = {}
-    for name in ("translate", "instruct", "score", "backtranslate"):
-        if name in outputs:
-            params = outputs[name].manifest.get("params", {})
-            prompt = {k: v for k, v in params.items() if "prompt" in k}
-            models[name] = f"{params.get('engine', '')} {params.get('model', '')} {prompt or ''}".strip()
-    models["extract"] = f"LID {ext.lid_model} (threshold {ext.lid_threshold}), lang {ext.lang}"
-    return {"models": models, "funnel": funnel(stats), "settings": asdict(settings)}

@@ -19,11 +19,13 @@ from typing import Any
 
 import jinja2
 
+from synth.errors import SynthError
+
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.toml$")
 
 
-class PromptError(ValueError):
+class PromptError(SynthError, ValueError):
     """A prompt that is missing or broken; the message names the file."""
 
 

@@ -135,7 +135,10 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
         plots.append(_hist([len(t) for t in final.column("response").to_pylist()], "Response length",
                            "characters"))
     if clusters is not None and clusters.num_rows and "cluster" in clusters.column_names:
-        sizes = sorted(c for c in clusters.column("cluster").to_pylist() if c is not None and c >= 0)
+        chosen = (clusters.column("selected").to_pylist() if "selected" in clusters.column_names
+                  else [True] * clusters.num_rows)
+        sizes = sorted(c for c, keep in zip(clusters.column("cluster").to_pylist(), chosen, strict=True)
+                       if keep and c is not None and c >= 0)
         if sizes:
             from collections import Counter
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from synth.errors import SynthError
 from synth.fingerprint import file_digest, fingerprint
 from synth.io import ShardError, ShardWriter, atomic_write_text, iter_shard, read_shard_meta, read_table
 from synth.progress import StageProgress
@@ -29,7 +30,7 @@ MANIFEST = "_manifest.json"
 CURRENT = "CURRENT"
 
 
-class StageError(RuntimeError):
+class StageError(SynthError, RuntimeError):
     """A stage failed on one input; the message names the stage and the input."""
 
 
@@ -47,6 +48,10 @@ class Stage:
 
     def setup(self) -> None:
         """Load models or open clients; called once per worker process before the first batch."""
+
+    def teardown(self) -> None:
+        """Free what ``setup`` took (a GPU engine, a server client) once the stage's shards are done, so the
+        next stage of a run can have the memory."""
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         """Turn one batch into the next; count every row left out with ``stats.drop``."""
@@ -148,6 +153,18 @@ class StageOutput:
         return cls.open(stage_dir / fp)
 
 
+def check_lineage(rundir: str | Path, chain: list[str]) -> None:
+    """Refuse to go on from outputs that do not follow from each other: in ``chain`` (downstream first, e.g.
+    ``["04_select", "04_embed", "04_score", "03_instruct"]``) each stage's current output must have been made
+    from the next one's current output. A single-stage command after an upstream stage was re-run with other
+    settings would otherwise mix old and new rows without a word."""
+    for down, up in zip(chain, chain[1:], strict=False):
+        d, u = StageOutput.current(rundir, down), StageOutput.current(rundir, up)
+        if d.manifest.get("input_fingerprint") != u.fingerprint:
+            raise StageError(f"{Path(rundir) / down} was made from another {up} than the current one ({u.dir}): "
+                             f"run the stages after {up} again (or `synth run`, which does)")
+
+
 class ShardSource(Source):
     """The shards of a finished stage, one task each, so output shard i comes from input shard i."""
 
@@ -155,7 +172,9 @@ class ShardSource(Source):
         self.output = output
 
     def tasks(self) -> list[Task]:
-        return [Task(i, str(p), p) for i, p in enumerate(self.output.shards)]
+        # The key names the input shard by the output it belongs to, not by where the run directory lives:
+        # a moved run, or one reached by a relative path, reuses its finished shards.
+        return [Task(i, f"{self.output.fingerprint}/{p.name}", p) for i, p in enumerate(self.output.shards)]
 
     def read(self, task: Task, batch_size: int) -> Iterator[pa.Table]:
         yield from iter_shard(task.ref, batch_size=batch_size)
@@ -279,11 +298,15 @@ def run_stage(
 
     with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress) as bar:
         if workers <= 1 or len(todo) <= 1:
-            if todo:
-                stage.setup()
-            for task in todo:
-                metas[task.index] = _run_task(stage, source, task, _shard_path(out, task.index), fp, batch_size)
-                bar.advance(metas[task.index])
+            try:
+                if todo:
+                    stage.setup()
+                for task in todo:
+                    metas[task.index] = _run_task(stage, source, task, _shard_path(out, task.index), fp, batch_size)
+                    bar.advance(metas[task.index])
+            finally:
+                if todo:
+                    stage.teardown()
         else:
             _run_pool(stage, source, todo, out, fp, batch_size, workers, metas, bar)
 

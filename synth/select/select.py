@@ -64,6 +64,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from synth.errors import SynthError
 from synth.fingerprint import fingerprint
 from synth.runner import Stage, StageOutput, run_stage
 from synth.stats import UNKNOWN_LANG, ShardStats
@@ -88,7 +89,7 @@ MATCHES_PER_CELL = 64  # earlier matches kept per row and cell (the best-ranked)
 KMEANS_SAMPLE_PER_CLUSTER = 64
 
 
-class SelectError(ValueError):
+class SelectError(SynthError, ValueError):
     """Selection cannot run on this input or with these settings; the message says why and what to do."""
 
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from synth.extract import lid
 from synth.llm import Sampling
 from synth.llm.identity import model_identity
-from synth.runner import Stage, StageOutput
+from synth.runner import Stage, StageOutput, check_lineage
 from synth.select.embed import load_model as load_embedder
 from synth.select.embed import model_identity as embedder_identity
 from synth.stages import checks as ck
@@ -100,6 +100,7 @@ class Backtranslate(TranslatorMixin, LLMStage):
     embed_device: str | None = field(default=None, metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
+        self.checks = ck.as_check_settings(self.checks)
         self._check_translator()
 
     def params(self) -> dict[str, Any]:
@@ -290,6 +291,7 @@ def apply_fidelity(output: StageOutput, thresholds: FidelityThresholds | None = 
 def backtranslate_input(rundir: str | Path) -> StageOutput:
     """What stage 5 reads: the selection of stage 4 when the run has one, else the instructions of stage 3."""
     if (Path(rundir) / "04_select" / "CURRENT").exists():
+        check_lineage(rundir, ["04_select", "04_embed", "04_score", "03_instruct"])
         return StageOutput.current(rundir, "04_select")
     return StageOutput.current(rundir, "03_instruct")
 

@@ -36,6 +36,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 EMPTY = "empty_output"
 TRUNCATED = "truncated"
@@ -68,6 +69,17 @@ class CheckSettings:
     min_instruction_chars: int = 15
     max_instruction_chars: int = 600
     min_instruction_words: int = 3
+
+
+def as_check_settings(value: CheckSettings | dict[str, Any]) -> CheckSettings:
+    """``checks`` as a config file gives it (a table) or as Python does (``CheckSettings``)."""
+    if isinstance(value, CheckSettings):
+        return value
+    known = set(CheckSettings.__dataclass_fields__)
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"checks: unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return CheckSettings(**value)
 
 
 # ---------------------------------------------------------------------------------------------- cleaning

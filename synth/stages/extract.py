@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synth.errors import SynthError
 from synth.extract import dedup, lid, quality
 from synth.extract.fragment import fragment, normalize
 from synth.extract.readers import InputPart, UnreadableInput, expand_inputs, plan_parts, read_part
@@ -32,7 +33,7 @@ DOC_SCHEMA = pa.schema([("source", pa.string()), ("source_id", pa.string()), ("t
                         ("error", pa.string()), ("where", pa.string())])
 
 
-class ExtractError(RuntimeError):
+class ExtractError(SynthError, RuntimeError):
     """Extraction cannot go on (no readable input, unknown language…); the message says what and where."""
 
 

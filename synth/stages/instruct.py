@@ -96,6 +96,7 @@ class Instruct(LLMStage):
     lid_model: str = "auto"
 
     def __post_init__(self) -> None:
+        self.checks = ck.as_check_settings(self.checks)
         if self.task_types not in ("row", "model"):
             raise ValueError(f"task_types must be 'row' or 'model', not {self.task_types!r}")
         self.lid_model = resolve_lid(self.lid_model, ENGLISH)

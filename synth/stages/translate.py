@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from synth.errors import SynthError
 from synth.extract import lid
 from synth.extract.lid import normalize_lang
 from synth.fingerprint import file_digest
@@ -39,7 +40,7 @@ ENGLISH = "eng"
 ADDED = [("response_en", pa.string()), ("response_en_lid", pa.float32())]
 
 
-class TranslateError(ValueError):
+class TranslateError(SynthError, ValueError):
     """Settings that cannot work (an unknown translator, seq2seq without a model…)."""
 
 
@@ -234,6 +235,7 @@ class Translate(TranslatorMixin, LLMStage):
     lid_model: str = "auto"  # for the English check; "auto" as in stage 1 (lid.choose_model)
 
     def __post_init__(self) -> None:
+        self.checks = ck.as_check_settings(self.checks)
         self._check_translator()
         self.lid_model = resolve_lid(self.lid_model, ENGLISH)
 

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.errors import SynthError
 from synth.extract.lid import normalize_lang
 from synth.fingerprint import fingerprint
 from synth.io import ShardWriter, atomic_write_text
@@ -33,7 +34,7 @@ CORE = ("id", "lang", "messages", "instruction", "response")
 ENGLISH = "eng"
 
 
-class MixError(ValueError):
+class MixError(SynthError, ValueError):
     """A mixture that cannot be built as asked (too few rows, a bad split); the message says what to change."""
 
 
