@@ -54,7 +54,9 @@ def plan(sample_rundir: str | Path, fragments: int | None = None, target: int | 
     rows, out = fragments, []
     for k in stages:
         s = stats[k]
-        p, c = _per_row(s, "prompt_tokens"), _per_row(s, "completion_tokens")
+        # LLM tokens, or a seq2seq MT model's input and output tokens (its encoder reads, its decoder writes)
+        p = _per_row(s, "prompt_tokens") + _per_row(s, "mt_input_tokens")
+        c = _per_row(s, "completion_tokens") + _per_row(s, "mt_output_tokens")
         kept = int(round(rows * yields[k]))
         hours = (rows * p / prefill_tps + rows * c / decode_tps) / 3600
         out.append(StagePlan(k, round(yields[k], 4), rows, kept, round(p, 1), round(c, 1), int(rows * p),

@@ -91,3 +91,16 @@ def load_prompt(name: str, version: int | None = None, folder: str | None = None
         raise PromptError(f"{path}: each [[examples]] entry needs exactly 'user' and 'assistant'")
     return Prompt(name, v, data.get("system"), data["user"], hashlib.sha256(raw).hexdigest()[:16], str(path),
                   tuple((e["user"], e["assistant"]) for e in examples))
+
+
+def get_prompt(spec: str) -> Prompt:
+    """A prompt by name (``translate_to_en``: its highest version in ``prompts/``), by name and version
+    (``translate_to_en.v1``), or a file of your own (``my/prompts/translate_to_en.v2.toml``)."""
+    if spec.endswith(".toml"):
+        path = Path(spec)
+        m = _FILE.match(path.name)
+        if m is None or not path.is_file():
+            raise PromptError(f"{spec}: a prompt file must exist and be named <name>.v<N>.toml")
+        return load_prompt(m["name"], int(m["version"]), str(path.resolve().parent))
+    name, _, version = spec.partition(".v")
+    return load_prompt(name, int(version) if version.isdigit() else None)

@@ -135,3 +135,13 @@ def test_plan_projects_tokens_and_gpu_hours(tmp_path):
     back = plan(tmp_path, target=450_000)
     assert back["fragments"] == pytest.approx(1_000_000, rel=1e-3)
     assert back["documents_needed"] == pytest.approx(1_000_000 / (30 / 40) / (20 / 30), rel=1e-3)
+
+
+def test_plan_counts_seq2seq_translation_tokens(tmp_path):
+    _fake_stats(tmp_path)
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    stats["stages"]["02_translate"]["counters"] = {"mt_input_tokens": 3000, "mt_output_tokens": 1000}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    translate = plan(tmp_path, fragments=1000)["stages"][0]
+    assert translate["prompt_tokens"] == 150_000 and translate["completion_tokens"] == 50_000
+    assert translate["gpu_hours"] > 0

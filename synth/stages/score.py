@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from synth.llm import Request, Result, Sampling
-from synth.prompts import load_prompt
+from synth.prompts import get_prompt
 from synth.runner import StageOutput, run_stage
 from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
@@ -55,19 +55,18 @@ class Score(LLMStage):
     name = "score"
     step = 4
     version = "1"
-    prompt: str = "judge_quality"
-    prompt_version: int | None = None
+    prompt: str = "judge_quality"  # a name (its highest version), name.vN, or a .toml file of your own
     max_tokens: int = 96
     logprobs: int = 5  # top-k per token, for the expected score; 0 turns it off
 
     def params(self) -> dict[str, Any]:
-        return {**super().params(), "prompt": load_prompt(self.prompt, self.prompt_version).identity}
+        return {**super().params(), "prompt": get_prompt(self.prompt).identity}
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         missing = {"instruction_en", "response_en"} - set(batch.column_names)
         if missing:
             raise ValueError(f"score needs the columns {sorted(missing)} (run translate and instruct first)")
-        prompt = load_prompt(self.prompt, self.prompt_version)
+        prompt = get_prompt(self.prompt)
         sampling = Sampling(max_tokens=self.max_tokens, temperature=0.0, logprobs=self.logprobs or None)
         rows = batch.select(["id", "instruction_en", "response_en"]).to_pylist()
         requests = [Request(id=r["id"], messages=prompt.render(instruction=r["instruction_en"],

@@ -11,7 +11,6 @@ Changing a check threshold re-runs the stage, but with the request cache on, the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from synth.fingerprint import file_digest
 from synth.llm import Request, Sampling
 from synth.llm.identity import model_identity
 from synth.mt import Seq2SeqTranslator, join_pieces, language_name, split_text
-from synth.prompts import Prompt, PromptError, load_prompt
+from synth.prompts import get_prompt
 from synth.runner import Stage, StageOutput, run_stage
 from synth.stages import checks as ck
 from synth.stages.checks import CheckSettings
@@ -51,22 +50,6 @@ def lid_identity(spec: str) -> str:
     if not Path(spec).is_file():
         raise TranslateError(f"LID model {spec!r} is neither 'auto', 'lid176', 'heliport' nor a fastText model file")
     return f"fasttext:{file_digest(spec)}"
-
-
-_PROMPT_FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>\d+)\.toml$")
-
-
-def get_prompt(spec: str) -> Prompt:
-    """A prompt by name (``translate_to_en``: its highest version in ``prompts/``), by name and version
-    (``translate_to_en.v1``), or a file of your own (``my/prompts/translate_to_en.v2.toml``)."""
-    if spec.endswith(".toml"):
-        path = Path(spec)
-        m = _PROMPT_FILE.match(path.name)
-        if m is None or not path.is_file():
-            raise PromptError(f"{spec}: a prompt file must exist and be named <name>.v<N>.toml")
-        return load_prompt(m["name"], int(m["version"]), str(path.resolve().parent))
-    name, _, version = spec.partition(".v")
-    return load_prompt(name, int(version) if version.isdigit() else None)
 
 
 def resolve_lid(spec: str, lang: str) -> str:
