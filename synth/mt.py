@@ -123,19 +123,8 @@ def split_text(text: str, max_len: int, measure: Callable[[str], int] = len,
     seps: list[str] = []
     whole: list[bool] = []
     for para in paragraphs(text):
-        if measure(para) <= max_len:
-            chunks = [para]
-        else:
-            chunks, current = [], ""
-            for sent in _fit(sentences(para), max_len, measure):
-                candidate = f"{current} {sent}" if current else sent
-                if current and measure(candidate) > max_len:
-                    chunks.append(current)
-                    current = sent
-                else:
-                    current = candidate
-            if current:
-                chunks.append(current)
+        chunks = [para] if measure(para) <= max_len else _pack(_fit(sentences(para), max_len, measure),
+                                                               max_len, measure)
         for i, chunk in enumerate(chunks):
             first = i == 0
             if (merge and first and len(chunks) == 1 and pieces and whole[-1]
@@ -152,19 +141,23 @@ def _fit(sents: list[str], max_len: int, measure: Callable[[str], int]) -> list[
     """Sentences, with any that is over ``max_len`` cut between words (a word over it stays whole)."""
     out: list[str] = []
     for sent in sents:
-        if measure(sent) <= max_len:
-            out.append(sent)
-            continue
-        current = ""
-        for word in sent.split(" "):
-            candidate = f"{current} {word}" if current else word
-            if current and measure(candidate) > max_len:
-                out.append(current)
-                current = word
-            else:
-                current = candidate
-        if current:
+        out.extend([sent] if measure(sent) <= max_len else _pack(sent.split(" "), max_len, measure))
+    return out
+
+
+def _pack(units: list[str], max_len: int, measure: Callable[[str], int]) -> list[str]:
+    """``units`` joined with spaces, greedily, into pieces of at most ``max_len`` (a unit over it stands alone)."""
+    out: list[str] = []
+    current = ""
+    for unit in units:
+        candidate = f"{current} {unit}" if current else unit
+        if current and measure(candidate) > max_len:
             out.append(current)
+            current = unit
+        else:
+            current = candidate
+    if current:
+        out.append(current)
     return out
 
 

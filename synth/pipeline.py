@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from synth.export import ExportSettings, export, run_card
+from synth.export import ExportSettings, export, run_card, to_final
 from synth.progress import console
 from synth.report import write_report
 from synth.runner import StageOutput
@@ -138,11 +138,9 @@ def run(settings: RunSettings, rundir: str | Path, progress: bool = True) -> Run
     gated = step("backtranslate", backtranslate, rundir, progress=progress,
                  thresholds=FidelityThresholds(**settings.fidelity),
                  **_llm(settings, settings.backtranslate))
+    table = gated.read()  # once, for the export and the report
     card = run_card(rundir, {"settings": asdict(settings)})
-    final = export(gated, rundir, ExportSettings(**settings.export), card=card)
-    table = gated.read()
-    from synth.export import to_final
-
+    final = export(table, rundir, ExportSettings(**settings.export), card=card)
     report = write_report(rundir, final=to_final(table) if table.num_rows else None,
                           clusters=selected.read(columns=["cluster", "selected"]),
                           title=f"synth run: {ext.lang}, {rundir.name}")

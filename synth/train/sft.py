@@ -346,6 +346,8 @@ def make_trainer(
         peft_config=peft_config,
     )
     info = {
+        "method": method,
+        "lr": lr,
         "path": path,
         "bf16": use_bf16,
         "steps": total,
@@ -369,24 +371,10 @@ def train(
     data: str | Path | Sequence[str | Path],
     model: str,
     out: str | Path,
-    method: str = "lora",
-    lr: float = 2e-4,
-    epochs: float = 1.0,
-    max_steps: int | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    max_len: int = 1024,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_targets: Sequence[str] | str = DEFAULT_TARGETS,
-    val_data: Sequence[str | Path] | dict[str, str | Path] | None = None,
-    eval_steps: int | None = None,
-    save_steps: int | None = None,
-    seed: int = 0,
-    bf16: bool | str = "auto",
+    *,
     merge: bool = True,
     resume: bool = False,
-    **options: Any,
+    **settings: Any,
 ) -> TrainReport:
     """Fine-tune ``model`` on ``data`` and write ``out/``.
 
@@ -395,16 +383,13 @@ def train(
     ``out/train_report.json`` the report. With ``val_data``, the model kept is the checkpoint with the lowest
     multilingual validation loss. ``bf16="auto"``: bf16 where the GPU supports it, else fp32 (CPU). ``resume``:
     continue from the last checkpoint in ``out/checkpoints/`` when there is one (same data and settings).
-    Extra ``options`` go to ``make_trainer`` (``lora_dropout``, ``logging_steps``, ``warmup``,
-    ``save_total_limit``, ``gradient_checkpointing``, ``langs``).
+    ``settings`` are ``make_trainer``'s keyword arguments (``method``, ``lr``, ``epochs``, ``max_steps``,
+    ``batch_size``, ``lora_r``, ``val_data``, ``eval_steps``, ``seed``, ``bf16``, ``lora_dropout``…).
     """
     t0 = time.perf_counter()
     out = Path(out)
-    trainer, info = make_trainer(
-        data, model, out, method=method, lr=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-        grad_accum=grad_accum, max_len=max_len, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=lora_targets,
-        val_data=val_data, eval_steps=eval_steps, save_steps=save_steps, seed=seed, bf16=bf16, **options,
-    )
+    trainer, info = make_trainer(data, model, out, **settings)
+    method = info["method"]
     has_checkpoint = any((out / "checkpoints").glob("checkpoint-*"))
     trainer.train(resume_from_checkpoint=True if resume and has_checkpoint else None)
     tokenizer = info["tokenizer"]
@@ -434,7 +419,7 @@ def train(
         out=str(out),
         model_dir=str(model_dir) if model_dir else None,
         adapter_dir=str(adapter_dir) if adapter_dir else None,
-        lr=lr,
+        lr=info["lr"],
         bf16=info["bf16"],
         train_rows=info["train_rows"],
         train_langs=info["train_langs"],
