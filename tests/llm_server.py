@@ -29,6 +29,7 @@ import pytest
 
 SERVED_NAME = "smollm2"
 API_KEY = "sk-synth-test-7f3a9c1e5b"  # what the session's vLLM server demands; tests check it never leaks
+SERVER_DTYPE = "float32"  # SmolLM2-135M in bf16 answers garbage; float32 gives the same answers on every CPU
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 STARTUP_TIMEOUT = float(os.environ.get("SYNTH_TEST_VLLM_STARTUP", "420"))
 
@@ -73,6 +74,8 @@ class VLLMServer:
         self.args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
                      "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(self.port),
                      "--max-model-len", str(max_model_len), "--enforce-eager", "--seed", "0",
+                     # vLLM's own "auto" is bf16 on CPUs with avx512_bf16 only: pin the precision
+                     "--dtype", SERVER_DTYPE,
                      "--uvicorn-log-level", "warning", "--disable-uvicorn-access-log", *(extra or [])]
         if api_key:
             self.args += ["--api-key", api_key]

@@ -10,7 +10,7 @@ import threading
 
 import llm_server
 import pytest
-from llm_server import API_KEY, SERVED_NAME, VLLMServer, descendants, have_vllm, start_watchdog, wait_gone
+from llm_server import API_KEY, SERVED_NAME, SERVER_DTYPE, VLLMServer, descendants, have_vllm, start_watchdog, wait_gone
 from typer.testing import CliRunner
 
 from synth.llm import CachedEngine, Request, RequestCache, Result, Sampling
@@ -142,7 +142,7 @@ def vllm_engine():
     # watchdog stops them then; after close() they must be gone.
     start_watchdog()
     before = set(descendants())  # a session server started earlier (another test order) is not the engine's
-    engine = VLLMEngine("smollm2", max_model_len=512)
+    engine = VLLMEngine("smollm2", max_model_len=512)  # dtype "auto": float32 on every CPU (synth.llm.precision)
     procs = [p for p in descendants(match="VLLM") if p not in before]
     assert procs, "no vLLM engine process found"
     yield engine
@@ -155,7 +155,12 @@ def vllm_engine():
 @needs_vllm
 class TestVLLMInProcess:
     def test_answers_in_order(self, vllm_engine):
+        import torch
+
         assert vllm_engine.model_key.startswith("vllm:SmolLM2-135M-Instruct:")
+        # "auto" was resolved before naming anything, and the engine runs what the name says, on any CPU
+        assert vllm_engine.dtype == "float32" and vllm_engine.model_key.endswith(":float32:ctx512")
+        assert vllm_engine.llm.llm_engine.model_config.dtype == torch.float32
         # The raw prompt is the shortest and comes last: length sorting moves it, results come back in order.
         check_answers(vllm_engine.generate(QUESTIONS))
 
@@ -205,7 +210,7 @@ def api_key(monkeypatch):
 def openai_engine(server: VLLMServer, key_env: str, **kw):
     from synth.llm.openai import OpenAIEngine
 
-    return OpenAIEngine(SERVED_NAME, base_url=server.base_url, api_key_env=key_env, **kw)
+    return OpenAIEngine(SERVED_NAME, base_url=server.base_url, api_key_env=key_env, dtype=SERVER_DTYPE, **kw)
 
 
 @pytest.mark.slow
@@ -213,7 +218,7 @@ def openai_engine(server: VLLMServer, key_env: str, **kw):
 class TestOpenAIEngineOnVLLMServer:
     def test_chat_and_completions(self, vllm_server, api_key):
         engine = openai_engine(vllm_server, api_key, concurrency=4)
-        assert engine.model_key == f"openai:{vllm_server.base_url}:{SERVED_NAME}"
+        assert engine.model_key == f"openai:{vllm_server.base_url}:{SERVED_NAME}:{SERVER_DTYPE}"
         check_answers(engine.generate(QUESTIONS))
 
     def test_structured_logprobs_and_context_length(self, vllm_server, api_key):

@@ -98,6 +98,7 @@ class Engine(ABC):
 
     name: str = "engine"
     model_key: str = ""
+    dtype: str = "unknown"  # the precision it really runs, resolved before naming (synth.llm.precision)
 
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Result]:

@@ -58,6 +58,7 @@ class CachedEngine(Engine):
         self.chunk = chunk
         self.name = engine.name
         self.model_key = engine.model_key
+        self.dtype = engine.dtype
         self.hits = 0
         self.misses = 0
 

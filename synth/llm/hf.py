@@ -14,6 +14,7 @@ from typing import Any
 
 from synth.llm.base import Engine, Request, Result, finish
 from synth.llm.identity import model_identity
+from synth.llm.precision import check_loaded, resolve_dtype
 from synth.models import quiet_transformers, resolve_model
 
 
@@ -29,17 +30,18 @@ class HFEngine(Engine):
         quiet_transformers()
         # What changes answers is in the cache key: the weights, their precision, and the context window (a
         # request over it fails as context_length, and that failure is cached).
-        self.model_key = (model_identity(path, revision) + ("" if dtype == "auto" else f":{dtype}")
-                          + (f":ctx{max_input_tokens}" if max_input_tokens else ""))
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = resolve_dtype("hf", path, dtype, self.device)  # never "auto": see synth.llm.precision
+        self.model_key = (f"{model_identity(path, revision)}:{self.dtype}"
+                          + (f":ctx{max_input_tokens}" if max_input_tokens else ""))
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-        self.model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=torch_dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(path, revision=revision, dtype=getattr(torch, self.dtype))
         self.model.to(self.device).eval()
+        check_loaded("hf", self.dtype, self.model.dtype)
         self.max_input_tokens = max_input_tokens or getattr(self.model.config, "max_position_embeddings", 4096)
         self._grammars: dict[str, Any] = {}
         self._compiler: Any = None

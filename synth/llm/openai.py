@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from synth.llm.base import Engine, Request, Result, finish
+from synth.llm.precision import resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ class OpenAIEngine(Engine):
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 20.0, request_budget: float | None = None) -> None:
-        """``timeout``: seconds for one attempt, all included (connect, queue at the server, generation).
+                 max_backoff: float = 20.0, request_budget: float | None = None, dtype: str | None = None) -> None:
+        """``dtype``: the precision the server runs, as you know it (the API does not say); it only names the
+        cache entries, so answers of a bf16 and an fp32 deployment of one model are never mixed.
+        ``timeout``: seconds for one attempt, all included (connect, queue at the server, generation).
         ``request_budget``: seconds one request may take over all its attempts and waits; by default enough
         for every attempt to time out and every backoff to reach ``max_backoff``."""
         self.model = model
@@ -58,7 +61,8 @@ class OpenAIEngine(Engine):
         self.max_backoff = float(max_backoff)
         self.request_budget = (float(request_budget) if request_budget is not None
                                else (self.max_retries + 1) * self.timeout + self.max_retries * self.max_backoff)
-        self.model_key = f"openai:{self.base_url}:{model}"
+        self.dtype = resolve_dtype("openai", dtype=dtype)
+        self.model_key = f"openai:{self.base_url}:{model}:{self.dtype}"
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
         self.retries = 0
 

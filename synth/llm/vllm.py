@@ -20,6 +20,7 @@ from typing import Any
 
 from synth.llm.base import Engine, Request, Result, Sampling, finish
 from synth.llm.identity import model_identity
+from synth.llm.precision import check_loaded, resolve_dtype
 from synth.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -36,14 +37,17 @@ class VLLMEngine(Engine):
         from vllm.platforms import current_platform
 
         path = resolve_model(model)
-        self.model_key = (f"vllm:{model_identity(path, revision)}" + ("" if dtype == "auto" else f":{dtype}")
+        # vLLM is told the resolved dtype, never "auto": its CPU build would pick bf16 on some CPUs only.
+        self.dtype = resolve_dtype("vllm", path, dtype)
+        self.model_key = (f"vllm:{model_identity(path, revision)}:{self.dtype}"
                           + (f":ctx{max_model_len}" if max_model_len else ""))
         if enforce_eager is None:  # CUDA graphs and torch.compile pay off on a GPU; the CPU build wants eager
             enforce_eager = bool(current_platform.is_cpu())
         engine_kwargs.setdefault("enable_prefix_caching", True)
         self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                            enforce_eager=enforce_eager, dtype=dtype, seed=seed, **engine_kwargs)
+                            enforce_eager=enforce_eager, dtype=self.dtype, seed=seed, **engine_kwargs)
+        check_loaded("vllm", self.dtype, self.llm.llm_engine.model_config.dtype)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
 

@@ -17,11 +17,12 @@ from typing import Any
 from synth.llm import Engine, Request, Result, load_engine
 from synth.llm.factory import default_engine
 from synth.llm.identity import model_identity
+from synth.llm.precision import resolve_dtype
 from synth.models import resolve_model
 from synth.runner import Stage, StageError
 from synth.stats import ShardStats
 
-OUTPUT_OPTIONS = ("dtype", "max_model_len", "max_input_tokens", "base_url", "quantization")
+OUTPUT_OPTIONS = ("max_model_len", "max_input_tokens", "base_url", "quantization")
 
 
 @dataclass
@@ -42,8 +43,11 @@ class LLMStage(Stage):
         if changing:
             p["engine_options"] = changing
         # The model's identity (content digest for a local dir), not the path it happens to live at.
-        p["model"] = model_identity(resolve_model(self.model), self.revision) if self.engine != "openai" \
-            else f"openai:{self.model}"
+        path = resolve_model(self.model) if self.engine != "openai" else None
+        p["model"] = model_identity(path, self.revision) if path is not None else f"openai:{self.model}"
+        # The precision the engine will really run (never "auto", which means bf16 on some CPUs only).
+        p["dtype"] = resolve_dtype(self.engine, path, self.engine_options.get("dtype"),
+                                   self.engine_options.get("device"))
         return p
 
     def setup(self) -> None:
