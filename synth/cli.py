@@ -1,22 +1,38 @@
-"""The ``synth`` command line: a thin layer that parses options and calls the Python API."""
+"""The ``synth`` command line: a thin layer that parses options, calls the Python API and prints.
+
+The stage commands (extract … backtranslate) are made from the pipeline's registry (``synth.pipeline``): one
+per command name, with the options its stages declare, and ``--out``, ``--config`` and ``--quiet``; a stage that
+calls a model adds ``--engine``, ``--model``, ``--engine-opt`` and ``--cache``.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from synth import __version__
+from synth.config import parse_count, record
+from synth.config import section as config_section
 from synth.errors import SynthError
+from synth.pipeline import PIPELINE, RUN_FLAGS, StageSpec
 
 app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Offline models that ship inside packages.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
+
+ENGINE_HELP = "hf, vllm or openai (default: vllm with a GPU, else hf)."
+MODEL_HELP = "Model directory, hub name, or 'smollm2' (offline default)."
+CACHE_HELP = "Request cache (sqlite path), 'none', or default: synth's shared cache."
+CONFIG_HELP = "A run.toml with the sections of `synth run`; flags win."
 
 
 def _version(value: bool) -> None:
@@ -56,81 +72,11 @@ def stats(rundir: Path = typer.Argument(..., help="A run directory.")) -> None:
     console.print(table)
 
 
-def parse_count(text: str | None) -> int | None:
-    """'1M' → 1_000_000, '500k' → 500_000, '1234' → 1234."""
-    if text is None:
-        return None
-    t = text.strip().lower().replace("_", "")
-    mult = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}.get(t[-1:], 1)
-    try:
-        value = float(t[:-1] if mult > 1 else t) * mult
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a count like 1000, 500k or 1M") from None
-    if value <= 0 or value != int(value):
-        raise typer.BadParameter(f"{text!r} must be a positive whole number")
-    return int(value)
-
-
 def _fail(e: Exception) -> None:
     from rich.markup import escape
 
     console.print(f"[red]error:[/red] {escape(str(e))}")  # messages name config sections: [translate]…
     raise typer.Exit(2)
-
-
-@app.command()
-def extract(
-    lang: str = typer.Option(None, help="Target language: ISO 639-1/3 or xxx_Latn (sw, swa, swh_Latn)."),
-    input: list[str] = typer.Option(None, "--input", "-i", help="Files, folders or globs (txt, jsonl, json, "
-                                    "parquet, .gz/.zst, datasets save_to_disk folders). Repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
-    fragments: str = typer.Option(None, help="How many fragments to keep (suffixes k, M); default all."),
-    sample: str = typer.Option(None, help="'first' (stop once N are kept) or 'uniform' (over all input)."),
-    seed: int = typer.Option(None, help="Seed for uniform sampling."),
-    min_len: int = typer.Option(None, help="Minimum fragment length (characters, or tokens with --tokenizer)."),
-    max_len: int = typer.Option(None, help="Maximum fragment length."),
-    tokenizer: str = typer.Option(None, help="Measure lengths in tokens of this tokenizer (path or hub name)."),
-    lid_model: str = typer.Option(None, help="'auto' (default: the installed model measured best for --lang), "
-                                  "'lid176' (bundled), 'heliport' (opt-in extra), or a fastText model path."),
-    lid_threshold: float = typer.Option(None, help="Minimum language-ID score (default: the model's own)."),
-    quality_config: str = typer.Option(None, help="A quality.toml with per-language thresholds."),
-    pii: bool = typer.Option(None, "--pii/--no-pii", help="Mask emails, phone numbers and IP addresses."),
-    dedup: bool = typer.Option(None, "--dedup/--no-dedup", help="Exact and MinHash near-duplicate removal."),
-    text_field: str = typer.Option(None, help="Text field of JSONL/Parquet/datasets inputs."),
-    id_field: str = typer.Option(None, help="Field holding each record's own id (kept as source_id)."),
-    txt_mode: str = typer.Option(None, help="'file' (one document per .txt) or 'paragraphs'."),
-    workers: int = typer.Option(1, help="Worker processes."),
-    config: Path = typer.Option(None, help="A run.toml; flags override its \\[extract] section."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Stage 1: native fragments in one language from raw corpora, into RUNDIR/01_extract."""
-    from dataclasses import asdict, fields
-
-    from synth.config import ConfigError, load_config, resolve, write_run_config
-    from synth.stages.extract import ExtractSettings
-    from synth.stages.extract import extract as run_extract
-
-    flags = {"lang": lang, "fragments": parse_count(fragments), "sample": sample, "seed": seed,
-             "min_len": min_len, "max_len": max_len, "tokenizer": tokenizer, "lid_model": lid_model,
-             "lid_threshold": lid_threshold, "quality_config": quality_config, "pii": pii, "dedup": dedup,
-             "text_field": text_field, "id_field": id_field, "txt_mode": txt_mode, "input": input or None}
-    try:
-        file_cfg = load_config(config).get("extract", {})
-        defaults = {f.name: f.default for f in fields(ExtractSettings) if f.name != "lang"}
-        cfg = resolve({**defaults, "lang": None, "input": None}, file_cfg, flags)
-        if not cfg["lang"] or not cfg["input"]:
-            raise ConfigError("--lang and --input are required (as flags or in the config's [extract])")
-        inputs = cfg.pop("input")
-        settings = ExtractSettings(**cfg)
-        write_run_config(out, {"extract": {**asdict(settings), "input": inputs}})
-        result = run_extract(inputs, out, settings, workers=workers, progress=not quiet)
-    except (SynthError, ValueError, OSError) as e:
-        _fail(e)
-    summary = result.stats()
-    console.print(f"[green]kept {result.num_rows:,} {settings.lang} fragments[/green] in {result.dir}")
-    for reason, n in list(summary["dropped"].items())[:5]:
-        console.print(f"  dropped {n:,} {reason}")
-    console.print(f"  funnel: synth stats {out}")
 
 
 def _engine_options(pairs: list[str] | None) -> dict:
@@ -149,7 +95,7 @@ def _engine_options(pairs: list[str] | None) -> dict:
 
 @app.command()
 def generate(
-    engine: str = typer.Option(None, help="hf, vllm or openai (default: vllm with a GPU, else hf)."),
+    engine: str = typer.Option(None, help=ENGINE_HELP),
     model: str = typer.Option("smollm2", help="Model directory, hub name, or 'smollm2' (the offline default)."),
     input: Path = typer.Option(..., "--input", "-i", help="JSONL: one request per line (prompt or messages)."),
     out: Path = typer.Option(..., "--out", "-o", help="JSONL results, one per request, same order."),
@@ -162,24 +108,22 @@ def generate(
     no_cache: bool = typer.Option(False, help="Do not read or write the request cache."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
-    """Batch generation with any engine, on its own: prompts.jsonl in, results.jsonl out, cached."""
+    """Batch generation with any engine, on its own: prompts.jsonl in, results.jsonl out, cached. A fully cached
+    file does not load the model."""
     from synth.llm import Sampling, load_engine
     from synth.llm.batch import generate_file
-    from synth.llm.factory import default_engine
-    from synth.models import cache_dir
+    from synth.stages.llm_stage import default_cache
 
-    engine = engine or default_engine()
     options = _engine_options(engine_opt)
     if engine == "openai":
         options.update(base_url=base_url, api_key_env=api_key_env)
-    cache_path = None if no_cache else (cache or cache_dir() / "llm" / "requests.sqlite")
     try:
-        llm = load_engine(engine, model, cache=cache_path, **options)
+        llm = load_engine(engine, model, cache=None if no_cache else (cache or default_cache()), **options)
+        with llm:
+            report = generate_file(llm, input, out, Sampling(max_tokens=max_tokens, temperature=temperature),
+                                   progress=not quiet)
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
-    with llm:
-        report = generate_file(llm, input, out, Sampling(max_tokens=max_tokens, temperature=temperature),
-                               progress=not quiet)
     console.print(f"[green]{report.ok:,}/{report.requests:,} ok[/green] → {out}; "
                   f"served from cache: {report.cache_hits:,}; new tokens: {report.prompt_tokens:,} prompt + "
                   f"{report.completion_tokens:,} completion")
@@ -191,160 +135,174 @@ def generate(
         console.print(f"  skipped {len(report.bad_lines):,} bad input line(s)")
 
 
-def _llm_settings(engine: str | None, model: str | None, engine_opt: list[str] | None, cache: str | None,
-                  **extra: object) -> dict:
-    """The settings every LLM stage takes, plus the stage's own; None leaves the stage's default."""
-    out = {k: v for k, v in extra.items() if v is not None}
-    if engine:
-        out["engine"] = engine
-    if model:
-        out["model"] = model
-    if engine_opt:
-        out["engine_options"] = _engine_options(engine_opt)
-    if cache is not None:
-        out["cache"] = None if cache == "none" else cache
-    return out
+# ------------------------------------------------------------------------------------ the pipeline's commands
 
 
-def _run_llm_stage(fn, rundir: Path, quiet: bool, **settings: object) -> None:
-    try:
-        result = fn(rundir, progress=not quiet, **settings)
-    except (SynthError, ValueError, OSError) as e:
-        _fail(e)
-    s = result.stats()
-    console.print(f"[green]{result.num_rows:,} rows[/green] in {result.dir}")
-    for reason, n in list(s["dropped"].items())[:5]:
-        console.print(f"  dropped {n:,} {reason}")
-    c = s["counters"]
-    console.print(f"  LLM: {c.get('llm_requests', 0):,} requests, {c.get('llm_cache_hits', 0):,} from cache, "
-                  f"{c.get('prompt_tokens', 0):,} prompt + {c.get('completion_tokens', 0):,} completion tokens")
+def _print_outputs(rundir: Path, outputs: dict) -> None:
+    """Rows in and out of each stage a command ran, its top drop reasons and what its model cost."""
+    for key, out in outputs.items():
+        s = out.stats()
+        langs = ", ".join(f"{lang} {v['out']:,}" for lang, v in s["by_lang"].items() if v["out"])
+        console.print(f"[green]{key}[/green]: kept {s['rows_out']:,} of {s['rows_in']:,} rows ({langs or 'none'}) in "
+                      f"{out.dir}", soft_wrap=True)
+        for kind in ("dropped", "marked"):  # marked: kept, with a reason (rows stage 4 did not select)
+            for reason, n in list(s.get(kind, {}).items())[:5]:
+                console.print(f"  {kind} {n:,} {reason}")
+        c = s["counters"]
+        if "selected" in c:
+            console.print(f"  selected {c['selected']:,}")
+        if "prompt_tokens" in c:
+            console.print(f"  LLM: {c.get('llm_requests', 0):,} requests, {c.get('llm_cache_hits', 0):,} from "
+                          f"cache, {c['prompt_tokens']:,} prompt + {c.get('completion_tokens', 0):,} completion tokens")
+    console.print(f"  funnel: synth stats {rundir}", soft_wrap=True)
 
 
-ENGINE_HELP = "hf, vllm or openai (default: vllm with a GPU, else hf)."
-MODEL_HELP = "Model directory, hub name, or 'smollm2' (offline default)."
-CACHE_HELP = "Request cache (sqlite path), 'none', or default: synth's shared cache."
+MODEL_OPTIONS = {  # what every command of a stage that calls a model takes: the settings of LLMStage
+    "engine": (str, typer.Option(None, "--engine", help=ENGINE_HELP)),
+    "model": (str, typer.Option(None, "--model", help=MODEL_HELP)),
+    "engine_options": (list[str], typer.Option(None, "--engine-opt", help="Engine setting KEY=VALUE (repeatable).")),
+    "cache": (str, typer.Option(None, "--cache", help=CACHE_HELP)),
+}
 
 
-@app.command("translate")
-def translate_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its 01_extract)."),
+def _stage_command(name: str, specs: list[StageSpec]) -> None:
+    """Add ``synth <name>``: it runs ``specs`` through ``synth.pipeline.run_command``. Each flag sets its
+    stage's section (or a top-level setting) over ``--config``; a flag not given leaves the file's value."""
+    first = specs[0]
+    reads = (f" (reads its {first.reads}{', else ' + first.fallback if first.fallback else ''})"
+             if first.driver is None else "")
+    params = [inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                                default=typer.Option(..., "--out", "-o", help=f"Run directory{reads}."))]
+    owner: dict[str, tuple[StageSpec | None, Any]] = {}  # parameter → the stage and flag (None, None: a model
+    # option; None, flag: a top-level setting of every command, RUN_FLAGS)
+    for spec in [*specs, None]:
+        for flag in spec.flags if spec is not None else RUN_FLAGS:
+            decl = f"--{flag.option}/--no-{flag.option}" if flag.type is bool else f"--{flag.option}"
+            kind = list[str] if flag.type is list else str if flag.parse else flag.type
+            param = flag.option.replace("-", "_")
+            option = typer.Option(None, decl, *([flag.short] if flag.short else []), help=flag.help)
+            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=option))
+            owner[param] = (spec, flag)
+    if any(s.uses_model for s in specs):
+        for param, (kind, option) in MODEL_OPTIONS.items():
+            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=option))
+            owner[param] = (None, None)
+    params += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                                 default=typer.Option(None, "--config", help=CONFIG_HELP)),
+               inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                 default=typer.Option(False, "--quiet", help="No progress bars."))]
+
+    def command(**given: Any) -> None:
+        from synth.pipeline import RunSettings, run_command
+
+        top: dict[str, Any] = {}
+        sections: dict[str, dict[str, Any]] = {}
+        try:
+            for param, (spec, flag) in owner.items():
+                value = given[param]
+                if value is None or value == []:
+                    continue
+                if flag is None:  # a model option: every stage of the command that calls a model takes it
+                    value = _engine_options(value) if param == "engine_options" else value
+                    for s in specs:
+                        if s.uses_model:
+                            sections.setdefault(s.section, {})[param] = value
+                    continue
+                value = flag.parse(value) if flag.parse else value
+                if spec is None or flag.field in spec.top:
+                    top[flag.field] = value
+                else:
+                    sections.setdefault(spec.section, {})[flag.field] = value
+            settings = RunSettings.load(given["config"], top, sections)
+            outputs = run_command(given["out"], name, settings, progress=not given["quiet"])
+        except (SynthError, ValueError, OSError) as e:
+            _fail(e)
+        _print_outputs(given["out"], outputs)
+
+    command.__signature__ = inspect.Signature(params)  # what typer reads the options from
+    main_spec = next((s for s in specs if s.section == name), first)
+    app.command(name, help=main_spec.help or f"Run the {main_spec.label} stage ({main_spec.key}).")(command)
+
+
+for _name, _specs in PIPELINE.commands().items():
+    _stage_command(_name, _specs)
+
+
+baseline_app = typer.Typer(help="The baselines synth is compared against: translation- and template-based data.",
+                           no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("translated")
+def baseline_translated(
+    input: list[str] = typer.Option(..., "--input", "-i", help="English instruction data: JSONL, Parquet or a "
+                                    "datasets folder, in messages, ShareGPT or Alpaca form. Repeatable."),
+    lang: str = typer.Option(..., help="Target language (es, sw, swh…)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (final/ holds the dataset and its card)."),
+    translator: str = typer.Option("llm", help="'llm', 'seq2seq' (with --mt-model) or 'apertium', as stage 5."),
+    mt_model: str = typer.Option(None, help="Seq2seq MT model."),
     engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    translator: str = typer.Option(None, help="'llm' (the engine and model) or 'seq2seq' (--mt-model)."),
-    mt_model: str = typer.Option(None, help="Seq2seq MT model: directory or hub name (NLLB, M2M100, MADLAD…)."),
-    max_tokens: int = typer.Option(None, help="Max new tokens per request."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
-    cache: str = typer.Option(None, help=CACHE_HELP), quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Stage 2: translate each native fragment to English (response_en)."""
-    from synth.stages.translate import translate
-
-    _run_llm_stage(translate, out, quiet, **_llm_settings(engine, model, engine_opt, cache, translator=translator,
-                                                          mt_model=mt_model, max_tokens=max_tokens))
-
-
-@app.command("instruct")
-def instruct_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its 02_translate)."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    task_types: str = typer.Option(None, help="'row' (varied, picked per row) or 'model' (the model picks)."),
-    max_tokens: int = typer.Option(None, help="Max new tokens per request."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
-    cache: str = typer.Option(None, help=CACHE_HELP), quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Stage 3: write the English instruction each response answers (instruction_en)."""
-    from synth.stages.instruct import instruct
-
-    _run_llm_stage(instruct, out, quiet, **_llm_settings(engine, model, engine_opt, cache, task_types=task_types,
-                                                         max_tokens=max_tokens))
-
-
-@app.command("score")
-def score_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its 03_instruct)."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    logprobs: int = typer.Option(None, help="Top-k logprobs for the expected score (0: off)."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
-    cache: str = typer.Option(None, help=CACHE_HELP), quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Stage 4a: an LLM judge rates each English pair 1-5 (quality, quality_reason)."""
-    from synth.stages.score import score
-
-    _run_llm_stage(score, out, quiet, **_llm_settings(engine, model, engine_opt, cache, logprobs=logprobs))
-
-
-@app.command("select")
-def select_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its 04_score; embeds if needed)."),
-    target: str = typer.Option(None, help="Rows to keep (suffixes k, M), or all that pass."),
-    keep: float = typer.Option(None, help="Or: the fraction of rows to keep."),
-    min_quality: float = typer.Option(None, help="Minimum judge score."),
-    method: str = typer.Option("greedy", help="greedy (DEITA-style), dedup, kmeans or none."),
-    tau: float = typer.Option(0.9, help="Cosine similarity at which two instructions are too alike."),
-    clusters: int = typer.Option(None, help="k-means clusters (kmeans method)."),
-    per_lang_quota: str = typer.Option(None, help="N for every language, or swh=1000,yor=200."),
-    embed_model: str = typer.Option("default", help="sentence-transformers model (default: all-MiniLM-L6-v2)."),
-    seed: int = typer.Option(0, help="Seed for k-means and ties."),
+    limit: int = typer.Option(None, help="Translate at most this many pairs."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
-    """Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."""
-    from synth.runner import StageOutput, check_lineage, run_stage
-    from synth.select.embed import Embed
-    from synth.select.select import SelectSettings, parse_lang_quota, select
+    """Machine-translate an English instruction dataset (instructions and responses) into the target language,
+    with stage 5's translator and fidelity gate; synth's final schema and a card."""
+    from synth.baselines import translated
+
+    settings = {k: v for k, v in {"translator": translator, "mt_model": mt_model, "engine": engine,
+                                  "model": model}.items() if v is not None}
+    try:
+        result = translated(input, out, lang, settings, limit=limit, progress=not quiet)
+    except (SynthError, ValueError, OSError) as e:
+        _fail(e)
+    console.print(f"[green]{result.rows:,} rows[/green] → {result.final}")
+
+
+@baseline_app.command("templated")
+def baseline_templated(
+    input: list[str] = typer.Option(..., "--input", "-i", help="Labelled data: JSONL, Parquet or a datasets "
+                                    "folder with the template's fields. Repeatable."),
+    lang: str = typer.Option(..., help="Target language (es, sw, swh…)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (final/ holds the dataset and its card)."),
+    template: str = typer.Option("summarize", help="A template of prompts/templates/ (summarize, qa, name.vN) or "
+                                 "a .toml file."),
+    english: bool = typer.Option(False, help="English instructions even where the template has the target's."),
+    limit: int = typer.Option(None, help="At most this many pairs."),
+) -> None:
+    """Turn a labelled dataset ({text, summary}, {context, question, answer}…) into instruction pairs through a
+    versioned template; synth's final schema and a card."""
+    from synth.baselines import templated
 
     try:
-        scored = StageOutput.current(out, "04_score")
-        check_lineage(out, ["04_score", "03_instruct"])
-        embedded = run_stage(Embed(model=embed_model), scored.as_source(), out, progress=not quiet)
-        settings = SelectSettings(min_quality=min_quality, target=parse_count(target), keep=keep, method=method,
-                                  tau=tau, clusters=clusters, per_lang_quota=parse_lang_quota(per_lang_quota),
-                                  seed=seed)
-        result = select(embedded, out, settings, progress=not quiet)
-    except (SynthError, ValueError) as e:
+        result = templated(input, out, lang, template, limit=limit, english=english)
+    except (SynthError, ValueError, OSError) as e:
         _fail(e)
-    s = result.stats()
-    kept = sum(result.read(columns=["selected"]).column("selected").to_pylist())
-    console.print(f"[green]selected {kept:,} of {result.num_rows:,} rows[/green] in {result.dir}")
-    left_out = sorted(s["dropped"].items(), key=lambda kv: -kv[1])
-    for reason, n in left_out[:8]:
-        console.print(f"  left out, {reason}: {n:,}")
-
-
-@app.command("backtranslate")
-def backtranslate_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads 04_select, else 03_instruct)."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    translator: str = typer.Option(None, help="'llm' or 'seq2seq' (--mt-model)."),
-    mt_model: str = typer.Option(None, help="Seq2seq MT model: directory or hub name."),
-    roundtrip: bool = typer.Option(None, "--roundtrip/--no-roundtrip", help="Round-trip similarity score."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
-    cache: str = typer.Option(None, help=CACHE_HELP), quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Stage 5: translate the instruction into the target language, scored and gated for fidelity."""
-    from synth.stages.backtranslate import backtranslate
-
-    _run_llm_stage(backtranslate, out, quiet, **_llm_settings(engine, model, engine_opt, cache,
-                                                              translator=translator, mt_model=mt_model,
-                                                              roundtrip=roundtrip))
+    console.print(f"[green]{result.rows:,} rows[/green] → {result.final}")
 
 
 @app.command("export")
 def export_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its 05_fidelity)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its last stage's output)."),
     format: list[str] = typer.Option(None, "--format", "-f", help="parquet (always), jsonl, alpaca, sharegpt."),
     license: list[str] = typer.Option(None, help="SOURCE=LICENCE for the dataset card (SOURCE * for all)."),
+    config: Path = typer.Option(None, help=CONFIG_HELP),
+    push_to_hub: str = typer.Option(None, help="Then upload final/ to the Hugging Face hub as this dataset repo "
+                                    "(user/name); needs the network and a token (huggingface-cli login)."),
+    private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
 ) -> None:
     """Write RUNDIR/final: messages-format Parquet, optional JSONL/Alpaca/ShareGPT, card, trainer snippets."""
-    from synth.export import ExportSettings, export, run_card
-    from synth.runner import StageOutput
+    from synth.export import push_to_hub as push
+    from synth.pipeline import EXPORT, RunSettings, export_run
 
-    licenses = dict(pair.split("=", 1) for pair in license or [] if "=" in pair)
+    flags = {"formats": ["parquet", *format] if format else None,
+             "licenses": dict(pair.split("=", 1) for pair in license if "=" in pair) if license else None}
     try:
-        rows = StageOutput.current(out, "05_fidelity")
-        final = export(rows, out, ExportSettings(formats=("parquet", *(format or [])), licenses=licenses),
-                       card=run_card(out))
+        final, rows = export_run(out, RunSettings.load(config, sections={EXPORT: flags}))
+        console.print(f"[green]{rows:,} rows[/green] → {final}")
+        if push_to_hub:
+            console.print(f"pushed → {push(final, push_to_hub, private=private)}")
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
-    console.print(f"[green]{rows.num_rows:,} rows[/green] → {final}")
 
 
 @app.command("run")
@@ -357,44 +315,32 @@ def run_cmd(
                                "drop some); default all that pass."),
     engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
     judge_model: str = typer.Option(None, help="A different model for the quality judge."),
-    translator: str = typer.Option(None, help="'llm' or 'seq2seq' for stages 2 and 5 (with --mt-model)."),
+    translator: str = typer.Option(None, help="'llm', 'seq2seq' (with --mt-model) or 'apertium' for stages 2 "
+                                   "and 5."),
     mt_model: str = typer.Option(None, help="Seq2seq MT model for stages 2 and 5."),
     format: list[str] = typer.Option(None, "--format", "-f", help="Extra export formats: jsonl, alpaca, sharegpt."),
+    decontaminate: list[str] = typer.Option(None, help="Evaluation files (JSONL, Parquet, datasets folders) whose "
+                                            "text fragments and final rows must not overlap. Repeatable."),
     workers: int = typer.Option(None, help="Worker processes for extraction (default 1)."),
-    config: Path = typer.Option(None, help="run.toml: top-level keys and \\[extract], \\[translate], "
-                                "\\[instruct], \\[score], \\[embed], \\[select], \\[backtranslate], \\[fidelity], "
-                                "\\[export] sections."),
+    executor: str = typer.Option(None, help=RUN_FLAGS[0].help),
+    ray_address: str = typer.Option(None, help=RUN_FLAGS[1].help),
+    config: Path = typer.Option(None, help="run.toml: top-level keys and a section per stage ("
+                                + ", ".join(f"\\[{s}]" for s in PIPELINE.section_names) + ")."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """The main job: native text in, a clean instruction dataset, report and stats out. Resumable."""
-    from dataclasses import asdict
-
-    from synth.config import ConfigError, load_config, write_run_config
-    from synth.pipeline import RunSettings, run
+    from synth import pipeline
     from synth.report import console_summary
 
+    translators = {"translator": translator, "mt_model": mt_model}
     try:
-        cfg = load_config(config)
-        if "input" in cfg:
-            cfg["inputs"] = cfg.pop("input")
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
-                 "target": parse_count(target), "engine": engine, "model": model, "workers": workers}
-        merged = {**cfg, **{k: v for k, v in flags.items() if v is not None}}  # flags win over the config
-        unknown = set(merged) - set(RunSettings.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) in config: {', '.join(sorted(unknown))}")
-        if judge_model:
-            merged.setdefault("score", {})["model"] = judge_model
-        for section in ("translate", "backtranslate"):
-            if translator:
-                merged.setdefault(section, {})["translator"] = translator
-            if mt_model:
-                merged.setdefault(section, {})["mt_model"] = mt_model
-        if format:
-            merged.setdefault("export", {})["formats"] = ["parquet", *format]
-        settings = RunSettings(**merged)
-        write_run_config(out, asdict(settings))
-        result = run(settings, out, progress=not quiet)
+                 "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
+                 "executor": executor, "ray_address": ray_address}
+        sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
+                    "decontaminate": {"paths": decontaminate or None},
+                    pipeline.EXPORT: {"formats": ["parquet", *format] if format else None}}
+        result = pipeline.run(pipeline.RunSettings.load(config, flags, sections), out, progress=not quiet)
     except (SynthError, ValueError, OSError) as e:  # every stage's own error says what and where
         _fail(e)
     console.print()
@@ -408,65 +354,48 @@ def run_cmd(
 def plan(
     sample: Path = typer.Argument(..., help="A finished sample run directory."),
     fragments: str = typer.Option(None, help="Project a run over this many fragments (suffixes k, M)."),
-    target: str = typer.Option(None, help="Or: the final rows wanted; projects the fragments needed."),
-    prefill_tps: float = typer.Option(20_000, help="Prompt tokens/s of one GPU for your model."),
-    decode_tps: float = typer.Option(2_000, help="Generated tokens/s of one GPU for your model."),
+    target: str = typer.Option(None, help="Or: the final rows wanted (a count); projects the fragments needed."),
+    gpu: str = typer.Option("H100", help="GPU profile: H100, H200, A100, L40S, or one in the config."),
+    model_size: str = typer.Option("8b", help="Model size of the profile: 1b, 8b, 70b."),
+    config: Path = typer.Option(None, help="A TOML whose [plan.gpus.<GPU>] gives \"<size>\" = [prefill, decode]."),
+    prefill_tps: float = typer.Option(None, help="Prompt tokens/s of one GPU (instead of the profile's)."),
+    decode_tps: float = typer.Option(None, help="Generated tokens/s of one GPU (instead of the profile's)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the plan as JSON."),
 ) -> None:
-    """Project tokens and GPU-hours of a full run from a small sample run's yields and token counts."""
+    """Project tokens, GPU-hours and CPU-hours of a full run from a small sample run's yields, tokens and times."""
+    import tomllib
+
     from synth.plan import plan as make_plan
 
     try:
-        p = make_plan(sample, fragments=parse_count(fragments), target=parse_count(target),
-                      prefill_tps=prefill_tps, decode_tps=decode_tps)
-    except (SynthError, ValueError, FileNotFoundError) as e:
+        profiles = tomllib.loads(config.read_text()).get("plan", {}).get("gpus") if config else None
+        p = make_plan(sample, fragments=parse_count(fragments), target=parse_count(target), gpu=gpu,
+                      model_size=model_size, profiles=profiles, prefill_tps=prefill_tps, decode_tps=decode_tps)
+    except (SynthError, ValueError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
         _fail(e)
     table = Table(title=f"plan for {p['fragments']:,} fragments → about {p['final_rows']:,} final rows")
-    for col in ("stage", "yield", "rows in", "prompt tok/row", "completion tok/row", "tokens", "GPU-hours"):
+    for col in ("stage", "yield", "rows in", "prompt tok/row", "completion tok/row", "tokens", "GPU-hours",
+                "CPU-hours"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in p["stages"]:
         table.add_row(s["stage"], f"{s['yield_']:.2f}", f"{s['rows_in']:,}", f"{s['prompt_tokens_per_row']:.0f}",
                       f"{s['completion_tokens_per_row']:.0f}", f"{s['prompt_tokens'] + s['completion_tokens']:,}",
-                      f"{s['gpu_hours']:.2f}")
+                      f"{s['gpu_hours']:.2f}", f"{s['cpu_hours']:.2f}")
     console.print(table)
     if p.get("documents_needed"):
-        console.print(f"raw documents needed: about {p['documents_needed']:,}")
-    console.print(f"total: {p['tokens']:,} tokens, {p['gpu_hours']:.1f} GPU-hours at {prefill_tps:,.0f} prefill "
-                  f"/ {decode_tps:,.0f} decode tokens/s")
+        console.print(f"raw documents needed: about {p['documents_needed']:,} "
+                      f"(extraction: {p['extract_cpu_hours']:.2f} CPU-hours)")
+    t = p["throughput"]
+    where = f"{t['gpu']} profile, {t['model_size']} model: " if t["gpu"] else ""
+    console.print(f"total: {p['tokens']:,} tokens, {p['gpu_hours']:.1f} GPU-hours at {where}"
+                  f"{t['prefill_tokens_per_s']:,.0f} prefill / {t['decode_tokens_per_s']:,.0f} decode tokens/s"
+                  f"{' (assumed: measure with bench/llm.py)' if t['gpu'] else ''}; {p['cpu_hours']:.1f} CPU-hours "
+                  "at the sample machine's pace")
     if json_out:
         json_out.write_text(json.dumps(p, indent=2))
 
 
 # ---------------------------------------------------------------------------------------------------- train, mix, eval
-
-
-def _section(config: Path | None, name: str, defaults: dict, flags: dict, atomic: tuple[str, ...] = ()) -> dict:
-    """The ``[name]`` section of ``config`` under ``flags`` (None: not given). ``atomic`` keys (paths, which may
-    be a list or a ``{lang = path}`` table) are taken whole from the flag or else the file, never merged."""
-    from synth.config import ConfigError, load_config, resolve
-
-    section = load_config(config).get(name, {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config}: [{name}] must be a table")
-    file_cfg = dict(section)
-    whole = {}
-    for key in atomic:
-        flag, found = flags.pop(key, None), file_cfg.pop(key, None)
-        whole[key] = flag if flag is not None else found if found is not None else defaults.pop(key, None)
-        defaults.pop(key, None)
-    try:
-        cfg = resolve(defaults, file_cfg, flags)
-    except ConfigError as e:
-        raise ConfigError(f"{config} [{name}]: {e}") from None
-    return {**cfg, **whole}
-
-
-def _save_section(out: Path, name: str, cfg: dict) -> None:
-    """Record the resolved settings as ``[name]`` of ``OUT/run.toml``, keeping the file's other sections."""
-    from synth.config import load_config, write_run_config
-
-    path = out / "run.toml"
-    write_run_config(out, {**(load_config(path) if path.exists() else {}), name: cfg})
 
 
 def _split(values: list[str] | str | None) -> list[str] | None:
@@ -526,6 +455,7 @@ def _fmt(value: object, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+
 @app.command("train")
 def train_cmd(
     data: list[Path] = typer.Argument(None, help="Exported datasets: a run directory (reads RUNDIR/final/data), "
@@ -579,7 +509,7 @@ def train_cmd(
              "eval_steps": eval_steps, "save_steps": save_steps, "seed": seed, "bf16": bf16, "merge": merge,
              "resume": resume, "logging_steps": logging_steps}
     try:
-        cfg = _section(config, "train", defaults, flags, atomic=("data", "val_data", "lora_targets"))
+        cfg = config_section(config, "train", defaults, flags, whole=("data", "val_data", "lora_targets"))
         if not cfg["data"]:
             raise ConfigError("give the training data (DATA arguments, or data = [...] in the config's [train])")
         if cfg["method"] not in ("lora", "full"):
@@ -590,7 +520,7 @@ def train_cmd(
         cfg["bf16"] = _bf16(cfg["bf16"])
         targets = cfg["lora_targets"]
         cfg["lora_targets"] = targets[0] if isinstance(targets, list) and len(targets) == 1 else targets
-        _save_section(out, "train", {**cfg, "lr_sweep": grid})
+        record(out, {"train": {**cfg, "lr_sweep": grid}})
         kwargs = {k: v for k, v in cfg.items() if v is not None and k not in ("data", "model")}
         if grid:
             kwargs.pop("lr", None)
@@ -653,21 +583,20 @@ def mix_cmd(
     unseen_value: list[str] | int | None = None
     if unseen is not None:
         unseen_value = int(unseen) if unseen.strip().isdigit() else _split(unseen)
-    flags = {"english": english or None, "lang_data": _lang_paths(lang_data, "--lang-data"),
-             "budget": parse_count(budget), "share": share, "n_multilingual": _count0(n_multilingual),
-             "langs": _split(langs), "unseen": unseen_value, "n_val": n_val, "seed": seed}
     defaults = {"english": None, "lang_data": None, "budget": None, "share": None, "n_multilingual": None,
                 "langs": None, "unseen": None, "n_val": 0, "seed": 0}
     try:
-        cfg = _section(config, "mix", defaults, flags, atomic=("english", "lang_data", "unseen", "langs"))
-        if isinstance(cfg["budget"], str):
-            cfg["budget"] = parse_count(cfg["budget"])
+        flags = {"english": english or None, "lang_data": _lang_paths(lang_data, "--lang-data"),
+                 "budget": parse_count(budget), "share": share, "n_multilingual": _count0(n_multilingual),
+                 "langs": _split(langs), "unseen": unseen_value, "n_val": n_val, "seed": seed}
+        cfg = config_section(config, "mix", defaults, flags, whole=("english", "lang_data", "unseen", "langs"))
+        cfg["budget"] = parse_count(cfg["budget"])
         missing = [f"--{k.replace('_', '-')}" for k in ("english", "lang_data", "budget") if cfg[k] is None]
         if missing:
             raise ConfigError(f"{', '.join(missing)} required (as flags or in the config's [mix])")
         if cfg["share"] is None and cfg["n_multilingual"] is None:
             raise ConfigError("give --share (a fraction of the budget) or --n-multilingual (a row count)")
-        _save_section(out, "mix", cfg)
+        record(out, {"mix": cfg})
         report = mix(cfg["english"], cfg["lang_data"], budget=cfg["budget"], out=out, share=cfg["share"],
                      n_multilingual=cfg["n_multilingual"], langs=cfg["langs"], unseen=cfg["unseen"],
                      n_val=cfg["n_val"], seed=cfg["seed"])
@@ -737,10 +666,10 @@ def eval_cmd(
                 "judge_engine": None, "baseline_model": None, "limit": None, "max_tokens": 128,
                 "judge_max_tokens": 128, "mc_format": "cloze", "lid": "auto", "engine_options": None, "cache": None}
     try:
-        cfg = _section(config, "eval", defaults, flags, atomic=("tasks", "langs", "engine_options"))
+        cfg = config_section(config, "eval", defaults, flags, whole=("tasks", "langs", "engine_options"))
         if not cfg["model"]:
             raise ConfigError("give the MODEL to evaluate (argument, or model = ... in the config's [eval])")
-        _save_section(out, "eval", cfg)
+        record(out, {"eval": cfg})
         res = evaluate(_eval_model(cfg["model"]), tasks=cfg["tasks"], langs=cfg["langs"], data_dir=cfg["data"],
                        engine=cfg["engine"], out_dir=out, judge_model=cfg["judge_model"],
                        judge_engine=cfg["judge_engine"], baseline_model=cfg["baseline_model"], limit=cfg["limit"],
@@ -773,12 +702,28 @@ def models_prepare(force: bool = typer.Option(False, help="Convert again even if
     console.print(f"{models.SMOLLM2}: {models.prepare_smollm2(force=force)}")
 
 
+@models_app.command("get")
+def models_get(name: str = typer.Argument(..., help="glotlid (Apache-2.0, 2,000+ languages) or openlid "
+                                           "(GPL-3.0, 201 languages).")) -> None:
+    """Download a fastText LID model from the Hugging Face Hub; then use it with --lid-model NAME."""
+    from synth import models
+
+    try:
+        path = models.download_lid_model(name.lower())
+    except models.ModelNotFound as e:
+        _fail(e)
+    licence = models.LID_DOWNLOADS[name.lower()][2]
+    console.print(f"{name} ({licence}): {path} (use it with --lid-model {name.lower()}, or "
+                  f"lid_model = \"{name.lower()}\" in the extract section of run.toml)", markup=False)
+
+
 @models_app.command("list")
 def models_list() -> None:
     """Show where each offline model is and whether it is ready."""
     from synth import models
 
-    for name, fn in (("fastText lid.176", models.lid176_path), (models.SMOLLM2, models.smollm2_dir)):
+    lid = [(f"LID {name} (synth models get)", partial(models.lid_model_path, name)) for name in models.LID_DOWNLOADS]
+    for name, fn in (("fastText lid.176", models.lid176_path), (models.SMOLLM2, models.smollm2_dir), *lid):
         try:
             path = fn()
             state = "ready" if Path(path).exists() else "not prepared (synth models prepare)"

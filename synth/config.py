@@ -1,6 +1,8 @@
 """Run configuration: defaults, a ``run.toml`` file, then command-line flags, in that order of strength.
 
-The resolved configuration is written to ``RUNDIR/run.toml`` so a run can be repeated or inspected later.
+Every command reads its settings the same way: ``load_config`` reads the file, ``resolve`` lays the flags over
+it (a flag left at ``None`` does not override), and the resolved settings are recorded in ``RUNDIR/run.toml``
+(``record``) so a run can be repeated or inspected later.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import tomli_w
 
 from synth.errors import SynthError
 from synth.io import atomic_write_text
+from synth.lock import run_lock
+from synth.redact import redact
 
 
 class ConfigError(SynthError, ValueError):
@@ -32,7 +36,8 @@ def load_config(path: str | Path | None) -> dict[str, Any]:
 
 
 def resolve(defaults: dict[str, Any], file_cfg: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
-    """Merge section by section; a flag left at ``None`` does not override the file."""
+    """Merge section by section; a flag left at ``None`` does not override the file. With ``defaults``, a key of
+    the file that has none is an error."""
     out: dict[str, Any] = {}
     for key in defaults.keys() | file_cfg.keys() | flags.keys():
         d, f, c = defaults.get(key), file_cfg.get(key), flags.get(key)
@@ -50,6 +55,41 @@ def resolve(defaults: dict[str, Any], file_cfg: dict[str, Any], flags: dict[str,
     return dict(sorted(out.items()))
 
 
+def section(path: str | Path | None, name: str, defaults: dict[str, Any], flags: dict[str, Any],
+            whole: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``[name]`` section of the file at ``path`` under ``flags``, over ``defaults``. ``whole`` keys (paths,
+    which may be a list or a ``{lang = path}`` table) are taken whole from the flag or else the file, never
+    merged."""
+    table = load_config(path).get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    file_cfg, flags, defaults = dict(table), dict(flags), dict(defaults)
+    taken = {}
+    for key in whole:
+        flag, found, default = flags.pop(key, None), file_cfg.pop(key, None), defaults.pop(key, None)
+        taken[key] = flag if flag is not None else found if found is not None else default
+    try:
+        cfg = resolve(defaults, file_cfg, flags)
+    except ConfigError as e:
+        raise ConfigError(f"{path} [{name}]: {e}") from None
+    return {**cfg, **taken}
+
+
+def parse_count(text: str | int | None) -> int | None:
+    """'1M' → 1_000_000, '500k' → 500_000, '1234' → 1234."""
+    if text is None or isinstance(text, int):
+        return text
+    t = text.strip().lower().replace("_", "")
+    mult = {"k": 1_000, "m": 1_000_000, "b": 1_000_000_000}.get(t[-1:], 1)
+    try:
+        value = float(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise ConfigError(f"{text!r} is not a count like 1000, 500k or 1M") from None
+    if value <= 0 or value != int(value):
+        raise ConfigError(f"{text!r} must be a positive whole number")
+    return int(value)
+
+
 def _tomlable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _tomlable(v) for k, v in obj.items() if v is not None}
@@ -61,7 +101,16 @@ def _tomlable(obj: Any) -> Any:
 
 
 def write_run_config(rundir: str | Path, cfg: dict[str, Any]) -> Path:
-    """Write the resolved configuration to ``RUNDIR/run.toml`` (None values are left out)."""
+    """Write the resolved configuration to ``RUNDIR/run.toml`` (None values are left out, credentials redacted:
+    synth.redact), under the run's lock (synth.lock): a second process on the run stops here, before writing."""
     path = Path(rundir) / "run.toml"
-    atomic_write_text(path, tomli_w.dumps(_tomlable(cfg)))
+    with run_lock(rundir):
+        atomic_write_text(path, tomli_w.dumps(_tomlable(redact(cfg))))
     return path
+
+
+def record(rundir: str | Path, cfg: dict[str, Any]) -> Path:
+    """Record what one command resolved in ``RUNDIR/run.toml``: its keys and sections replace theirs, the rest
+    of the file (what other commands recorded) stays."""
+    path = Path(rundir) / "run.toml"
+    return write_run_config(rundir, {**(load_config(path) if path.exists() else {}), **cfg})

@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -41,11 +45,15 @@ class ExportSettings:
     name: str = "synth-dataset"
 
 
+EXPORT_BATCH = 10_000  # rows in memory at once: the export's peak memory does not grow with the dataset
+
+
 def to_final(table: pa.Table) -> pa.Table:
     """Rows with ``instruction`` and ``fragment`` → the final schema (messages first, flat columns after).
 
-    No rows at all (every row dropped upstream, so the shards may not even have columns) gives an empty table
-    of that schema: the dataset is empty, the card and report say why."""
+    ``messages`` is built with Arrow kernels (the two texts interleaved, two per row), never row by row. No rows
+    at all (every row dropped upstream, so the shards may not even have columns) gives an empty table of that
+    schema: the dataset is empty, the card and report say why."""
     if table.num_rows == 0 and "instruction" not in table.column_names:
         return pa.table({"id": pa.array([], pa.string()), "lang": pa.array([], pa.string()),
                          "messages": pa.array([], pa.list_(MESSAGE)), "instruction": pa.array([], pa.string()),
@@ -53,10 +61,14 @@ def to_final(table: pa.Table) -> pa.Table:
     for col in ("id", "lang", "instruction", "fragment"):
         if col not in table.column_names:
             raise ExportError(f"cannot export: column {col!r} is missing (have {table.column_names})")
-    instr = table.column("instruction").to_pylist()
-    resp = table.column("fragment").to_pylist()
-    messages = pa.array([[{"role": "user", "content": i}, {"role": "assistant", "content": r}]
-                         for i, r in zip(instr, resp, strict=True)], pa.list_(MESSAGE))
+    n = table.num_rows
+    both = pa.concat_arrays([table.column(c).combine_chunks().cast(pa.string()) for c in ("instruction", "fragment")])
+    order = np.empty(2 * n, dtype=np.int64)
+    order[0::2], order[1::2] = np.arange(n), np.arange(n, 2 * n)  # user, assistant; user, assistant…
+    turns = pa.StructArray.from_arrays([pa.array(np.tile(np.array(["user", "assistant"], dtype=object), n),
+                                                 pa.string()), both.take(pa.array(order))], fields=list(MESSAGE))
+    messages = pa.ListArray.from_arrays(pa.array(np.arange(0, 2 * n + 1, 2, dtype=np.int32)), turns,
+                                        type=pa.list_(MESSAGE))
     cols: dict[str, Any] = {"id": table.column("id"), "lang": table.column("lang"), "messages": messages,
                             "instruction": table.column("instruction"), "response": table.column("fragment")}
     for name in KEEP_COLUMNS + sorted(c for c in table.column_names if c.startswith("bt_")):
@@ -65,38 +77,108 @@ def to_final(table: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+def input_columns(names: list[str]) -> list[str]:
+    """The columns of the final rows that the export reads (never the embeddings)."""
+    wanted = {"id", "lang", "instruction", "fragment", *KEEP_COLUMNS}
+    return [c for c in names if c in wanted or c.startswith("bt_")]
+
+
+def final_batches(rows: StageOutput | pa.Table, batch_size: int = EXPORT_BATCH) -> Iterator[pa.Table]:
+    """The final rows in the final schema, ``batch_size`` rows at a time, reading only the columns it needs."""
+    if isinstance(rows, pa.Table):
+        batches = (pa.Table.from_batches([b]) for b in rows.to_batches(batch_size))
+        empty = rows.slice(0, 0)
+    else:
+        schema = rows.schema()
+        columns = input_columns(schema.names) if schema is not None else None
+        files = (pq.ParquetFile(path) for path in rows.shards)
+        batches = (pa.Table.from_batches([b]) for f in files if f.metadata.num_rows
+                   for b in f.iter_batches(batch_size, columns=columns))
+        empty = schema.empty_table().select(columns) if schema is not None else pa.table({})
+    seen = False
+    for batch in batches:
+        if batch.num_rows:
+            seen = True
+            yield to_final(batch)
+    if not seen:
+        yield to_final(empty)
+
+
+@dataclass
+class Summary:
+    """What the card says about the rows, counted batch by batch."""
+
+    rows: int = 0
+    langs: Counter[str] = field(default_factory=Counter)
+    sources: set[str] = field(default_factory=set)
+
+    def add(self, table: pa.Table) -> None:
+        self.rows += table.num_rows
+        if table.num_rows:
+            self.langs.update({v["values"]: v["counts"] for v in pc.value_counts(table.column("lang")).to_pylist()})
+        if "source" in table.column_names:
+            self.sources.update(s for s in pc.unique(table.column("source")).to_pylist() if s is not None)
+
+
+def _records(fmt: str, table: pa.Table) -> list[dict[str, Any]]:
+    """One batch of rows as the JSON lines of a format."""
+    if fmt == "alpaca":
+        return [{"instruction": r["instruction"], "input": "", "output": r["response"], "lang": r["lang"],
+                 "id": r["id"]} for r in table.select(["instruction", "response", "lang", "id"]).to_pylist()]
+    if fmt == "sharegpt":
+        return [{"id": r["id"], "lang": r["lang"], "conversations": [
+            {"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": r["response"]}]}
+            for r in table.select(["id", "lang", "instruction", "response"]).to_pylist()]
+    return table.to_pylist()
+
+
+JSONL_FILES = {"jsonl": "train.jsonl", "alpaca": "alpaca.jsonl", "sharegpt": "sharegpt.jsonl"}
 
 
 def export(rows: StageOutput | pa.Table, rundir: str | Path, settings: ExportSettings | None = None,
-           card: dict[str, Any] | None = None) -> Path:
-    """Write ``RUNDIR/final/`` from the final rows; returns the folder. Rewrites it whole (it is derived)."""
+           card: dict[str, Any] | None = None, batch_size: int = EXPORT_BATCH) -> Path:
+    """Write ``RUNDIR/final/`` from the final rows; returns the folder. Rewrites it whole (it is derived).
+
+    The rows are read, converted and written ``batch_size`` at a time (Parquet shards of ``rows_per_shard``
+    rows, JSON lines per batch), so memory stays flat however many rows there are."""
     settings = settings or ExportSettings()
     bad = set(settings.formats) - set(FORMATS)
     if bad:
         raise ExportError(f"unknown export format(s) {sorted(bad)}: choose from {', '.join(FORMATS)}")
-    table = to_final(rows.read() if isinstance(rows, StageOutput) else rows)
+    total = rows.num_rows if isinstance(rows, pa.Table) else sum(pq.ParquetFile(p).metadata.num_rows
+                                                                  for p in rows.shards)
     final = Path(rundir) / "final"
     tmp = final.with_name("final.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     (tmp / "data").mkdir(parents=True)
-    n = max(1, -(-table.num_rows // settings.rows_per_shard))
-    for i in range(n):
-        part = table.slice(i * settings.rows_per_shard, settings.rows_per_shard)
-        pq.write_table(part, tmp / "data" / f"train-{i:05d}-of-{n:05d}.parquet", compression="zstd")
-    records = table.to_pylist() if set(settings.formats) - {"parquet"} else []
-    if "jsonl" in settings.formats:
-        _write_jsonl(tmp / "train.jsonl", records)
-    if "alpaca" in settings.formats:
-        _write_jsonl(tmp / "alpaca.jsonl", [{"instruction": r["instruction"], "input": "", "output": r["response"],
-                                             "lang": r["lang"], "id": r["id"]} for r in records])
-    if "sharegpt" in settings.formats:
-        _write_jsonl(tmp / "sharegpt.jsonl", [{"id": r["id"], "lang": r["lang"], "conversations": [
-            {"from": "human", "value": r["instruction"]}, {"from": "gpt", "value": r["response"]}]}
-            for r in records])
+    n = max(1, -(-total // settings.rows_per_shard))
+    summary = Summary()
+    writer: pq.ParquetWriter | None = None
+    shard = in_shard = 0
+    with ExitStack() as stack:
+        lines = {fmt: stack.enter_context(open(tmp / name, "w", encoding="utf-8"))
+                 for fmt, name in JSONL_FILES.items() if fmt in settings.formats}
+        for table in final_batches(rows, batch_size):
+            summary.add(table)
+            for fmt, f in lines.items():
+                f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in _records(fmt, table)))
+            start = 0
+            while True:  # the batch across as many shards as it fills
+                if writer is None:
+                    writer = stack.enter_context(pq.ParquetWriter(
+                        tmp / "data" / f"train-{shard:05d}-of-{n:05d}.parquet", table.schema, compression="zstd"))
+                room = settings.rows_per_shard - in_shard if shard + 1 < n else table.num_rows
+                part = table.slice(start, room)
+                if part.num_rows:
+                    writer.write_table(part if part.schema == writer.schema else part.cast(writer.schema))
+                start, in_shard = start + part.num_rows, in_shard + part.num_rows
+                if in_shard >= settings.rows_per_shard and shard + 1 < n:
+                    writer.close()
+                    writer, shard, in_shard = None, shard + 1, 0
+                if start >= table.num_rows:
+                    break
     _write_snippets(tmp, settings)
-    atomic_write_text(tmp / "README.md", dataset_card(table, settings, card or {}))
+    atomic_write_text(tmp / "README.md", dataset_card(summary, settings, card or {}))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
@@ -141,47 +223,56 @@ output_dir: ./outputs/{settings.name}
     }}, indent=2) + "\n")
 
 
-MODEL_STAGES = {"translate": "02_translate", "instruct": "03_instruct", "score": "04_score",
-                "backtranslate": "05_backtranslate"}
+def model_line(params: dict[str, Any]) -> str:
+    """How the card names the model of a stage that calls one: engine and model (or the MT model), prompts."""
+    if "apertium" in params:
+        return "apertium " + ", ".join(f"{k} {v}" for k, v in params["apertium"].items())
+    model = params.get("mt_model") or f"{params.get('engine', '')} {params.get('model', '')}".strip()
+    prompts = [f"{v['prompt']}.v{v['version']}" for v in params.values()
+               if isinstance(v, dict) and "prompt" in v and "version" in v]
+    return model + (f" (prompts: {', '.join(prompts)})" if prompts else "")
 
 
 def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What the dataset card says about how a run was made, read from the run itself: the model and prompt
-    versions in each LLM stage's manifest, the LID model of stage 1, and the funnel of stats.json."""
-    from synth.report import funnel
+    """What the dataset card says about how a run was made, read from the run itself: for every stage of the
+    pipeline that has a line in the card (each that calls a model, the LID of stage 1), the models and prompt
+    versions in its manifest; and the funnel of stats.json."""
+    from synth.pipeline import PIPELINE
+    from synth.report import diagnosis, funnel
 
     rundir = Path(rundir)
     models: dict[str, str] = {}
-    for name, key in MODEL_STAGES.items():
+    for spec in PIPELINE:
+        line = spec.card or (model_line if spec.uses_model else None)
+        if line is None:
+            continue
         try:
-            params = StageOutput.current(rundir, key).manifest.get("params", {})
+            models[spec.label] = line(StageOutput.current(rundir, spec.key).manifest.get("params", {}))
         except SynthError:
             continue
-        model = params.get("mt_model") or f"{params.get('engine', '')} {params.get('model', '')}".strip()
-        prompts = [f"{v['prompt']}.v{v['version']}" for v in params.values()
-                   if isinstance(v, dict) and "prompt" in v and "version" in v]
-        models[name] = model + (f" (prompts: {', '.join(prompts)})" if prompts else "")
-    try:
-        params = StageOutput.current(rundir, "01_fragments").manifest.get("params", {})
-        models["extract"] = f"LID {params.get('lid_model', '?')}, language {params.get('lang', '?')}"
-    except SynthError:
-        pass
     stats_path = rundir / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    return {"models": models, "funnel": funnel(stats), **(extra or {})}
+    rows = funnel(stats)
+    return {"models": models, "funnel": rows, "diagnosis": diagnosis(rows), **(extra or {})}
 
 
-def dataset_card(table: pa.Table, settings: ExportSettings, info: dict[str, Any]) -> str:
+DESCRIPTION = ("Instruction-tuning pairs built from native text: every **response** is a human-written fragment in "
+               "its language, left untouched; every **instruction** was written in English by an LLM for that "
+               "fragment and translated into the same language.")
+
+
+def dataset_card(summary: Summary, settings: ExportSettings, info: dict[str, Any]) -> str:
     """README.md with a YAML header that ``datasets`` understands, sizes, funnel, models and licences."""
-    langs = pc.value_counts(table.column("lang")).to_pylist() if table.num_rows else []
+    langs = [{"values": k, "counts": v} for k, v in sorted(summary.langs.items(), key=lambda kv: -kv[1])]
     lang_rows = "\n".join(f"| {v['values']} | {v['counts']:,} |" for v in langs)
-    sources = sorted(set(table.column("source").to_pylist())) if "source" in table.column_names else []
+    sources = sorted(summary.sources)
     licence_rows = "\n".join(f"| {s} | {settings.licenses.get(s, settings.licenses.get('*', 'unknown: check'))} |"
                              for s in sources[:50])
     funnel = info.get("funnel", [])
     funnel_rows = "\n".join(f"| {f['stage']} | {f['rows_in']:,} | {f['rows_out']:,} | {f.get('top_drop', '')} |"
                             for f in funnel)
     models = "\n".join(f"- **{k}**: {v}" for k, v in info.get("models", {}).items())
+    why = f"\n\n**Why no rows:** {info['diagnosis']}" if info.get("diagnosis") and not summary.rows else ""
     return f"""---
 configs:
   - config_name: default
@@ -200,9 +291,7 @@ tags:
 
 # {settings.name}
 
-Instruction-tuning pairs built by synth {__version__} from native text: every **response** is a human-written
-fragment in its language, left untouched; every **instruction** was written in English by an LLM for that
-fragment and translated into the same language.
+{info.get("description") or DESCRIPTION} (synth {__version__})
 
 ## Size
 
@@ -210,7 +299,7 @@ fragment and translated into the same language.
 |---|---|
 {lang_rows}
 
-Total: {table.num_rows:,} rows.
+Total: {summary.rows:,} rows.{why}
 
 ## Format
 
@@ -235,3 +324,47 @@ snippets for TRL, axolotl and LLaMA-Factory.
 
 The responses keep the licence of their source text. Check it before you publish.
 """
+
+
+# ---------------------------------------------------------------------------------------------- the hub
+
+
+def check_for_hub(final: str | Path) -> dict[str, Any]:
+    """What ``push_to_hub`` checks before it uploads anything: the folder has data, its card's YAML header is one
+    the hub reads (``configs`` pointing at ``data/*.parquet``), and ``datasets`` loads the data as the card says.
+    Returns the card's metadata."""
+    from huggingface_hub import DatasetCard
+
+    final = Path(final)
+    shards = sorted((final / "data").glob("*.parquet"))
+    if not shards or not (final / "README.md").is_file():
+        raise ExportError(f"{final}: not an exported dataset (no data/*.parquet or README.md): run synth export")
+    meta = DatasetCard.load(final / "README.md").data.to_dict()
+    files = [f for c in meta.get("configs", []) for d in c.get("data_files", []) for f in [d.get("path")]]
+    if not files or not all(list(final.glob(f)) for f in files):
+        raise ExportError(f"{final}/README.md: its configs name no data files that exist ({files})")
+    from datasets import load_dataset
+
+    rows = load_dataset("parquet", data_files=[str(p) for p in shards], split="train")
+    if rows.num_rows != sum(pq.ParquetFile(p).metadata.num_rows for p in shards):
+        raise ExportError(f"{final}: datasets reads {rows.num_rows} rows, the shards hold another count")
+    return meta
+
+
+def push_to_hub(final: str | Path, repo: str, private: bool = False, token: str | None = None) -> str:
+    """Upload an exported dataset (data, card, trainer snippets) to the Hugging Face hub as the dataset ``repo``
+    (created if missing); returns its URL. Offline, or without a token, it fails with what to do."""
+    from huggingface_hub import HfApi
+
+    final = Path(final)
+    check_for_hub(final)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(final), repo_id=repo, repo_type="dataset",
+                          commit_message=f"synth {__version__}: {final.parent.name}")
+    except Exception as e:  # the hub client raises its own, OSError and its HTTP library's errors
+        raise ExportError(f"could not push {final} to the hub as {repo}: {type(e).__name__}: {e}. Check the "
+                          "network (HF_HUB_OFFLINE unset) and a token with write access (huggingface-cli login, "
+                          "or HF_TOKEN)") from e
+    return f"https://huggingface.co/datasets/{repo}"

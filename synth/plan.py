@@ -1,19 +1,35 @@
-"""Cost planner: measure yields and tokens per row on a small sample run, project them to a full run.
+"""Cost planner: measure yields, tokens and seconds per row on a small sample run, project them to a full run.
 
-The sample's ``stats.json`` says, for each stage, what share of rows survived and how many prompt and
-completion tokens each row cost. Multiplying through gives, for ``--fragments N`` (or the fragments needed
-for ``--target`` final rows), the rows and tokens of every stage and the GPU-hours at a given throughput.
+The sample's ``stats.json`` says, for each stage, what share of rows survived, how many prompt and completion
+tokens each row cost and how long the stage took. Multiplying through gives, for ``--fragments N`` (or the
+fragments needed for ``--target`` final rows), the rows and tokens of every stage; GPU-hours come from the
+tokens and a GPU profile (prefill and decode tokens/s for a model size), CPU-hours of the stages without a model
+(extract, embed, select, gates) from the sample's own seconds per row.
+
+The selection is not a yield: with an absolute ``target`` in the sample's run.toml, the full run keeps that many
+rows however many reach it (with ``keep``, or no target, the sample's share). The stage after it translates only
+the selected rows.
 """
 
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-# The stages in pipeline order after extraction; the rows a stage receives are what the previous one kept.
-ORDER = ["02_translate", "03_instruct", "04_score", "04_select", "05_backtranslate", "05_fidelity"]
+# Aggregate tokens/s of ONE GPU running vLLM with large batches (bf16 weights), per model size: (prefill, decode).
+# ASSUMPTIONS, not measured here (no GPU was available): prefill from ~40-50% of dense bf16 FLOPs at 2·params
+# FLOPs per token, decode from HBM bandwidth at a few hundred sequences per step. Measure your own with
+# bench/llm.py and override them in the config's [plan.gpus] table (same shape) or with --prefill-tps/--decode-tps.
+GPU_PROFILES: dict[str, dict[str, tuple[float, float]]] = {
+    "H100": {"1b": (150_000, 40_000), "8b": (30_000, 10_000), "70b": (3_500, 1_200)},
+    "H200": {"1b": (160_000, 50_000), "8b": (33_000, 14_000), "70b": (4_000, 2_000)},
+    "A100": {"1b": (70_000, 20_000), "8b": (12_000, 4_500), "70b": (1_300, 500)},
+    "L40S": {"1b": (50_000, 12_000), "8b": (9_000, 2_500)},
+}
+NOT_SELECTED = "not_selected"
 
 
 @dataclass
@@ -27,55 +43,149 @@ class StagePlan:
     prompt_tokens: int
     completion_tokens: int
     gpu_hours: float
+    seconds_per_row: float  # measured on the sample's machine, per row the stage worked on
+    cpu_hours: float  # seconds_per_row x rows, for the stages without a model (on the sample's machine)
 
 
-def _per_row(s: dict[str, Any], key: str) -> float:
-    return s.get("counters", {}).get(key, 0) / s["rows_in"] if s.get("rows_in") else 0.0
+def _counter(s: dict[str, Any], key: str) -> float:
+    return float(s.get("counters", {}).get(key, 0))
+
+
+def gpu_profile(gpu: str, model_size: str, profiles: dict[str, dict[str, Any]] | None = None) -> tuple[float, float]:
+    """(prefill, decode) tokens/s of one ``gpu`` for a model of ``model_size``: the config's profiles over ours."""
+    table = {g: dict(sizes) for g, sizes in GPU_PROFILES.items()}
+    for g, sizes in (profiles or {}).items():
+        table.setdefault(g, {}).update({k: tuple(v) for k, v in sizes.items()})
+    try:
+        prefill, decode = table[gpu][model_size.lower()]
+    except KeyError:
+        known = ", ".join(f"{g} ({'/'.join(s)})" for g, s in table.items())
+        raise ValueError(f"no GPU profile for {gpu} with a {model_size} model: known are {known}; add one under "
+                         "[plan.gpus] in the config or give --prefill-tps and --decode-tps") from None
+    return float(prefill), float(decode)
+
+
+def _select_target(sample: Path) -> int | None:
+    """The absolute ``target`` the sample's run.toml gave the selection, if any."""
+    path = sample / "run.toml"
+    if not path.exists():
+        return None
+    cfg = tomllib.loads(path.read_text())
+    target = cfg.get("target", cfg.get("select", {}).get("target"))
+    return int(target) if target is not None else None
 
 
 def plan(sample_rundir: str | Path, fragments: int | None = None, target: int | None = None,
-         prefill_tps: float = 20_000.0, decode_tps: float = 2_000.0) -> dict[str, Any]:
-    """Project a full run from a sample run. Throughputs are tokens/s of one GPU (prompt and generated)."""
-    stats = json.loads((Path(sample_rundir) / "stats.json").read_text())["stages"]
-    missing = [k for k in ("01_extract", *ORDER[:2]) if k not in stats]
+         prefill_tps: float | None = None, decode_tps: float | None = None, gpu: str = "H100",
+         model_size: str = "8b", profiles: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Project a full run from a sample run: ``fragments`` through the pipeline, or the fragments it takes to end
+    with ``target`` final rows. GPU throughput: ``prefill_tps``/``decode_tps`` if given, else the profile of
+    ``gpu`` and ``model_size`` (``profiles``: the config's, over ``GPU_PROFILES``)."""
+    from synth.pipeline import PIPELINE
+
+    sample = Path(sample_rundir)
+    stats = json.loads((sample / "stats.json").read_text())["stages"]
+    assumed = prefill_tps is None or decode_tps is None
+    if assumed:
+        p_tps, d_tps = gpu_profile(gpu, model_size, profiles)
+        prefill_tps, decode_tps = prefill_tps or p_tps, decode_tps or d_tps
+    # Documents come into the stage that reads the raw corpora; the stage that takes `fragments` keeps the N a
+    # run asks for; every stage after it is projected, each receiving what the one before it kept.
+    source = next(s.key for s in PIPELINE if s.reads is None)
+    extract = next(i for i, s in enumerate(PIPELINE.specs) if "fragments" in s.top)
+    extract_key = PIPELINE.specs[extract].key
+    select_key = next((s.key for s in PIPELINE if "target" in s.top), None)
+    projected = [s for s in PIPELINE.specs[extract + 1:] if s.key in stats]
+    missing = [k for k in (extract_key, *(s.key for s in PIPELINE.specs[extract + 1:] if s.uses_model))
+               if k not in stats]
     if missing:
         raise ValueError(f"the sample run lacks {', '.join(missing)}: run `synth run` on a small sample first")
-    stages = [k for k in ORDER if k in stats]
-    yields = {k: (stats[k]["rows_out"] / stats[k]["rows_in"] if stats[k]["rows_in"] else 0.0) for k in stages}
-    overall = 1.0
-    for k in stages:
-        overall *= yields[k]
+    select_target = _select_target(sample)
+
+    def project(n: int) -> list[StagePlan]:
+        rows, out, selected = n, [], None
+        for spec in projected:
+            s = stats[spec.key]
+            # The rows the stage works on: after the selection, only the selected ones (the rest leave unread).
+            skipped = s.get("dropped", {}).get(NOT_SELECTED, 0)
+            worked = s["rows_in"] - skipped
+            eligible = min(rows, selected) if selected is not None else rows
+            selected = None
+            if spec.key == select_key:
+                share = _counter(s, "selected") / s["rows_in"] if s["rows_in"] else 0.0
+                selected = (min(rows, select_target) if select_target is not None
+                            else int(round(rows * min(1.0, share))))
+                kept_share = s["rows_out"] / s["rows_in"] if s["rows_in"] else 0.0
+            else:
+                kept_share = s["rows_out"] / worked if worked else 0.0
+            # LLM tokens, or a seq2seq MT model's input and output tokens (its encoder reads, its decoder writes)
+            p = (_counter(s, "prompt_tokens") + _counter(s, "mt_input_tokens")) / worked if worked else 0.0
+            c = (_counter(s, "completion_tokens") + _counter(s, "mt_output_tokens")) / worked if worked else 0.0
+            per_row = s.get("seconds", 0.0) / worked if worked else 0.0
+            kept = int(round(eligible * kept_share))
+            gpu_h = (eligible * p / prefill_tps + eligible * c / decode_tps) / 3600
+            cpu_h = 0.0 if (p or c) else eligible * per_row / 3600
+            out.append(StagePlan(spec.key, round(kept / rows, 4) if rows else 0.0, rows, kept, round(p, 1),
+                                 round(c, 1), int(eligible * p), int(eligible * c), round(gpu_h, 3),
+                                 round(per_row, 6), round(cpu_h, 3)))
+            rows = kept
+        return out
+
     if fragments is None:
         if target is None:
             raise ValueError("give fragments or target")
-        if overall == 0:
-            raise ValueError("no row of the sample reached the end: the yield is 0, nothing can be projected")
-        fragments = int(target / overall + 0.999)
-    rows, out = fragments, []
-    for k in stages:
-        s = stats[k]
-        # LLM tokens, or a seq2seq MT model's input and output tokens (its encoder reads, its decoder writes)
-        p = _per_row(s, "prompt_tokens") + _per_row(s, "mt_input_tokens")
-        c = _per_row(s, "completion_tokens") + _per_row(s, "mt_output_tokens")
-        kept = int(round(rows * yields[k]))
-        hours = (rows * p / prefill_tps + rows * c / decode_tps) / 3600
-        out.append(StagePlan(k, round(yields[k], 4), rows, kept, round(p, 1), round(c, 1), int(rows * p),
-                             int(rows * c), round(hours, 3)))
-        rows = kept
-    ext = stats["01_extract"]
-    frag = stats.get("01_fragments", {})
-    docs = frag.get("counters", {}).get("documents", 0)
+        fragments = _fragments_for(project, target, select_target)
+    out = project(fragments)
+    ext, frag = stats[extract_key], stats.get(source, {})
+    docs = _counter(frag, "documents")
+    extract_yield = ext["rows_out"] / ext["rows_in"] if ext["rows_in"] else None
+    per_doc = frag.get("rows_out", 0) / docs if docs else None
+    documents = int(fragments / per_doc / extract_yield) if per_doc and extract_yield else None
+    # Extraction: reading and splitting documents, then deciding on the fragments, at the sample's pace.
+    extract_hours = 0.0
+    if documents:
+        extract_hours = (documents * frag.get("seconds", 0.0) / docs
+                         + documents * per_doc * ext.get("seconds", 0.0) / ext["rows_in"]) / 3600
+    final_rows = out[-1].rows_out if out else fragments
     return {
         "sample": str(sample_rundir),
         "fragments": fragments,
-        "final_rows": rows,
-        "overall_yield": round(overall, 4),
-        "fragments_per_document": round(frag.get("rows_out", 0) / docs, 3) if docs else None,
-        "extract_yield": round(ext["rows_out"] / ext["rows_in"], 4) if ext["rows_in"] else None,
-        "documents_needed": int(fragments / (frag["rows_out"] / docs) / (ext["rows_out"] / ext["rows_in"]))
-        if docs and frag.get("rows_out") and ext["rows_out"] else None,
-        "throughput": {"prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps},
+        "final_rows": final_rows,
+        "overall_yield": round(final_rows / fragments, 4) if fragments else 0.0,
+        "select_target": select_target,
+        "fragments_per_document": round(per_doc, 3) if per_doc else None,
+        "extract_yield": round(extract_yield, 4) if extract_yield is not None else None,
+        "documents_needed": documents,
+        "throughput": {"prefill_tokens_per_s": prefill_tps, "decode_tokens_per_s": decode_tps,
+                       "gpu": gpu if assumed else None, "model_size": model_size if assumed else None,
+                       "source": "profile (assumed unless set in the config)" if assumed else "given"},
         "stages": [asdict(p) for p in out],
         "gpu_hours": round(sum(p.gpu_hours for p in out), 2),
+        "cpu_hours": round(extract_hours + sum(p.cpu_hours for p in out), 2),
+        "extract_cpu_hours": round(extract_hours, 3),
         "tokens": sum(p.prompt_tokens + p.completion_tokens for p in out),
     }
+
+
+def _fragments_for(project: Any, target: int, select_target: int | None) -> int:
+    """The fewest fragments whose projection ends with at least ``target`` rows (the projection only grows with
+    the fragments, but not linearly when the selection keeps an absolute number)."""
+    def final(n: int) -> int:
+        stages = project(n)
+        return stages[-1].rows_out if stages else n
+
+    hi = max(1, target)
+    while final(hi) < target:
+        if hi > 10**13:
+            cap = f" the selection keeps at most {select_target:,} rows (run.toml's target);" if select_target else ""
+            raise ValueError(f"no number of fragments ends with {target:,} rows:{cap} the sample's yield is "
+                             f"{final(10**6) / 10**6:.4f}")
+        hi *= 2
+    lo = hi // 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if final(mid) >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi

@@ -15,9 +15,12 @@ import pyarrow as pa
 
 from synth.io import atomic_write_text
 
-STAGE_LABELS = {"01_fragments": "fragments", "01_extract": "extract", "02_translate": "translate",
-                "03_instruct": "instruct", "04_score": "score", "04_embed": "embed", "04_select": "select",
-                "05_backtranslate": "backtranslate", "05_fidelity": "fidelity gate"}
+
+def stage_label(key: str) -> str:
+    """A stage's label in the plots, from the pipeline's registry (the key itself for a stage it lacks)."""
+    from synth.pipeline import PIPELINE
+
+    return next((s.label for s in PIPELINE if s.key == key), key)
 
 
 def _svg(fig: Any) -> str:
@@ -55,7 +58,7 @@ def _funnel_plot(rows: list[dict[str, Any]]) -> str:
     plt = _plt()
     langs = sorted({lang for r in rows for lang, v in r["by_lang"].items() if v["out"]})
     fig, ax = plt.subplots(figsize=(7, 3))
-    labels = [STAGE_LABELS.get(r["stage"], r["stage"]) for r in rows]
+    labels = [stage_label(r["stage"]) for r in rows]
     bottom = [0] * len(rows)
     for lang in langs:
         vals = [r["by_lang"].get(lang, {}).get("out", 0) for r in rows]
@@ -100,7 +103,20 @@ CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:1.8em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0}td,th{border:1px solid #ddd;padding:4px 7px;
 vertical-align:top;text-align:left}th{background:#f4f4f4}.plots{display:flex;flex-wrap:wrap;gap:1em}
-.plots figure{margin:0}svg{max-width:100%;height:auto}.small{color:#666;font-size:.85em}"""
+.plots figure{margin:0}svg{max-width:100%;height:auto}.small{color:#666;font-size:.85em}
+.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:.5em .8em}"""
+
+
+REPORT_COLUMNS = ("id", "lang", "instruction", "response", "instruction_en", "quality")
+
+
+def read_final(final: str | Path) -> pa.Table:
+    """The columns of an exported dataset (``final/data``) that the report shows: not ``messages`` (the same
+    texts again), nor the rest."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(next(iter(sorted(Path(final, "data").glob("*.parquet"))))).names
+    return pq.read_table(Path(final, "data"), columns=[c for c in REPORT_COLUMNS if c in names])
 
 
 def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa.Table | None = None,
@@ -113,7 +129,16 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
     if final is not None:
         langs = sorted(set(final.column("lang").to_pylist())) if final.num_rows else []
         parts.append(f"<p><b>{final.num_rows:,}</b> rows exported ({', '.join(langs) or 'none'}).</p>")
+    from synth.export import run_card  # the card's lines: models, and the LID with its measured weakness
+
+    made = run_card(rundir)["models"]
+    if made:
+        parts.append("<h2>How it was made</h2><ul>" + "".join(
+            f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in made.items()) + "</ul>")
     parts.append("<h2>Funnel</h2>")
+    why = diagnosis(rows)
+    if why is not None:
+        parts.append(f"<p class='warn'><b>Why no rows:</b> {html.escape(why)}</p>")
     if rows:
         parts.append(f'<div class="plots"><figure>{_funnel_plot(rows)}</figure></div>')
         parts.append(_table(["stage", "rows in", "rows out", "kept %", "top drop reasons"], [
@@ -144,7 +169,7 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
 
             counts = sorted(Counter(sizes).values(), reverse=True)
             plots.append(_bars([str(i) for i in range(len(counts))], counts, "Cluster sizes (selected)", "rows"))
-    tok_rows = [(STAGE_LABELS.get(r["stage"], r["stage"]), r["counters"].get("prompt_tokens", 0)
+    tok_rows = [(stage_label(r["stage"]), r["counters"].get("prompt_tokens", 0)
                  + r["counters"].get("completion_tokens", 0), r["seconds"]) for r in rows]
     if any(t for _, t, _ in tok_rows):
         plots.append(_bars([s for s, t, _ in tok_rows if t], [t for _, t, _ in tok_rows if t],
@@ -161,8 +186,7 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
              f"{r['counters'].get('completion_tokens', 0):,}", f"{r['counters'].get('llm_cache_hits', 0):,}",
              f"{r['seconds']:.1f}"] for r in rows]))
     if final is not None and final.num_rows:
-        cols = [c for c in ("id", "lang", "instruction", "response", "instruction_en", "quality")
-                if c in final.column_names]
+        cols = [c for c in REPORT_COLUMNS if c in final.column_names]
         sample = final.select(cols).slice(0, 25).to_pylist()
         short = [[(str(r[c])[:300] + ("…" if len(str(r[c])) > 300 else "")) if r[c] is not None else ""
                   for c in cols] for r in sample]
@@ -187,10 +211,54 @@ def console_summary(rundir: str | Path) -> list[Any]:
     for r in rows:
         table.add_row(r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", r["top_drop"])
     out: list[Any] = [table]
-    lost = next((r for r in rows if r["rows_in"] and not r["rows_out"]), None)
-    if lost is not None:
-        out.append(f"[yellow]every row was dropped at {lost['stage']} ({lost['top_drop']}). With the small offline "
-                   f"model this is expected for most languages: it cannot translate them. Give the LLM stages a "
-                   f"stronger model (--model, or per stage in --config), or a seq2seq MT model for translation "
-                   f"(--translator seq2seq --mt-model facebook/nllb-200-distilled-600M).[/yellow]")
+    why = diagnosis(rows)
+    if why is not None:
+        from rich.markup import escape
+
+        out.append(f"[yellow]{escape(why)}[/yellow]")
     return out
+
+
+TRANSLATORS_ADVICE = ("a seq2seq MT model (--translator seq2seq --mt-model facebook/nllb-200-distilled-600M), or, "
+                      "for Spanish, Catalan and Galician, Apertium on the CPU (--translator apertium, after apt-get "
+                      "install apertium apertium-eng-spa)")
+
+
+def _translation_stages() -> set[str]:
+    """The stages that translate (they take --translator) and those that gate their output."""
+    from synth.pipeline import PIPELINE
+
+    keys = {s.key for s in PIPELINE if any(f.field == "translator" for f in s.flags)}
+    return keys | {s.key for s in PIPELINE if s.reads in keys and not s.uses_model}
+
+
+def _corpus_stages() -> set[str]:
+    """The stages that turn corpora into fragments: every stage before the first that calls a model."""
+    from synth.pipeline import PIPELINE
+
+    keys: set[str] = set()
+    for s in PIPELINE:
+        if s.uses_model:
+            break
+        keys.add(s.key)
+    return keys
+
+
+def diagnosis(rows: list[dict[str, Any]]) -> str | None:
+    """When a run kept nothing: the stage that lost every row, its reasons and what to do next; None otherwise.
+    The console, report.html and the dataset card all say this same text."""
+    lost = next((r for r in rows if r["rows_in"] and not r["rows_out"]), None)
+    if lost is None:
+        if rows and not rows[0]["rows_out"]:
+            return "the corpus gave no fragment: check --input and --text-field."
+        return None
+    where = f"every row was dropped at {lost['stage']} ({lost['top_drop'] or 'no reason recorded'})."
+    if lost["stage"] in _corpus_stages():
+        return (f"{where} Check that --lang is the corpus's language, and the length, quality and LID thresholds "
+                f"of [extract] (--min-len, --lid-threshold, --quality-config).")
+    if lost["stage"] in _translation_stages():
+        return (f"{where} With the small offline model this is expected for most languages: it cannot translate "
+                f"them. Translate with {TRANSLATORS_ADVICE}, or give the LLM stages a stronger model (--model, or "
+                f"per stage in --config).")
+    return (f"{where} Give the LLM stages a stronger model (--model, or per stage in --config), or relax this "
+            f"stage's thresholds in --config.")

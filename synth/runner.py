@@ -10,20 +10,32 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing as mp
 import time
 from collections.abc import Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from synth.errors import SynthError
-from synth.fingerprint import file_digest, fingerprint
-from synth.io import ShardError, ShardWriter, atomic_write_text, iter_shard, read_shard_meta, read_table
-from synth.progress import StageProgress
+from synth.executors.base import Executor, make_executor
+from synth.executors.base import current as current_executor
+from synth.fingerprint import fingerprint
+from synth.identity import file_digest
+from synth.io import (
+    ShardError,
+    ShardWriter,
+    atomic_write_text,
+    iter_shard,
+    read_shard_meta,
+    read_sidecar,
+    read_table,
+)
+from synth.lock import run_lock
+from synth.progress import StageProgress, console
+from synth.redact import redact
 from synth.stats import ShardStats, count_langs, merge_shards, update_run_stats
 
 MANIFEST = "_manifest.json"
@@ -45,6 +57,7 @@ class Stage:
     name: ClassVar[str] = "stage"
     step: ClassVar[int] = 0
     version: ClassVar[str] = "1"  # bump when the code changes what rows come out
+    CHECKS: ClassVar[tuple[Any, ...]] = ()  # the stage's check list (synth.stages.gate.Check), run in order
 
     def setup(self) -> None:
         """Load models or open clients; called once per worker process before the first batch."""
@@ -72,9 +85,10 @@ class Stage:
         return f"{self.step:02d}_{self.name}"
 
     def fingerprint(self, input_fingerprint: str) -> str:
-        return fingerprint(
-            {"stage": self.name, "version": self.version, "params": self.params(), "input": input_fingerprint}
-        )
+        # The check list names the output too: a check added or removed changes which rows pass.
+        checks = {"checks": [c.reason for c in self.CHECKS]} if self.CHECKS else {}
+        return fingerprint({"stage": self.name, "version": self.version, "params": self.params(),
+                            "input": input_fingerprint, **checks})
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -131,6 +145,14 @@ class StageOutput:
     def as_source(self) -> ShardSource:
         return ShardSource(self)
 
+    def schema(self) -> pa.Schema | None:
+        """The column schema of its shards (the first shard that has columns; None when all are empty)."""
+        for path in self.shards:
+            schema = pq.read_schema(path)
+            if len(schema):
+                return schema.remove_metadata()
+        return None
+
     @classmethod
     def open(cls, path: str | Path) -> StageOutput:
         path = Path(path)
@@ -144,7 +166,7 @@ class StageOutput:
 
     @classmethod
     def current(cls, rundir: str | Path, key: str) -> StageOutput:
-        """The latest finished output of stage ``key`` (e.g. ``01_extract``) in a run directory."""
+        """The latest finished output of stage ``key`` (its folder, ``Stage.key``) in a run directory."""
         stage_dir = Path(rundir) / key
         try:
             fp = (stage_dir / CURRENT).read_text().strip()
@@ -154,8 +176,8 @@ class StageOutput:
 
 
 def check_lineage(rundir: str | Path, chain: list[str]) -> None:
-    """Refuse to go on from outputs that do not follow from each other: in ``chain`` (downstream first, e.g.
-    ``["04_select", "04_embed", "04_score", "03_instruct"]``) each stage's current output must have been made
+    """Refuse to go on from outputs that do not follow from each other: in ``chain`` (stage keys, downstream
+    first, as ``synth.pipeline.Pipeline.upstream`` gives them) each stage's current output must have been made
     from the next one's current output. A single-stage command after an upstream stage was re-run with other
     settings would otherwise mix old and new rows without a word."""
     for down, up in zip(chain, chain[1:], strict=False):
@@ -207,31 +229,37 @@ class TableSource(Source):
         return fingerprint({"table": digest, "rows_per_shard": self.rows_per_shard})
 
 
-_READY: dict[str, Stage] = {}  # in a worker process (which lives for one run_stage call): stages set up
+@dataclass(frozen=True)
+class ShardJob:
+    """What every shard of one stage run shares, sent to whatever runs the shards (a pool worker, a Ray task or
+    engine actor): the input, the output folder, the fingerprint, and the schema of an empty shard, worked out
+    here once (a stage's runtime state, like the input schema ``run_on`` gives it, is not sent along)."""
+
+    source: Source
+    out: Path
+    fp: str
+    batch_size: int
+    empty_schema: pa.Schema | None = None
+
+    def path(self, task: Task) -> Path:
+        return _shard_path(self.out, task.index)
 
 
-def _worker_task(stage: Stage, source: Source, task: Task, path: Path, fp: str, batch_size: int):
-    """Pool entry point: set the stage up once per worker process, then run the task."""
-    if fp not in _READY:
-        stage.setup()
-        _READY[fp] = stage
-    return _run_task(_READY[fp], source, task, path, fp, batch_size)
-
-
-def _run_task(stage: Stage, source: Source, task: Task, path: Path, fp: str, batch_size: int) -> dict[str, Any]:
-    """Read one task, process it batch by batch, commit one shard."""
+def run_task(stage: Stage, job: ShardJob, task: Task) -> dict[str, Any]:
+    """Read one task, process it batch by batch, commit one shard (the one job of every executor)."""
     t0 = time.perf_counter()
     stats = ShardStats()
-    writer = ShardWriter(path)
+    writer = ShardWriter(job.path(task))
+    source, fp = job.source, job.fp
     try:
-        for batch in source.read(task, batch_size):
+        for batch in source.read(task, job.batch_size):
             stats.rows_in.update(count_langs(batch))
             out = stage.process(batch, stats)
             stats.rows_out.update(count_langs(out))
             writer.write(out)
         meta = {"task": task.key, "fingerprint": fp, "stats": stats.to_dict(),
                 "seconds": round(time.perf_counter() - t0, 3)}
-        meta = writer.commit(meta, empty_schema=stage.output_schema())
+        meta = writer.commit(meta, empty_schema=job.empty_schema, checksum=True)
     except ShardError:
         writer.abort()
         raise
@@ -245,19 +273,27 @@ def _shard_path(out: Path, index: int) -> Path:
     return out / f"part-{index:05d}.parquet"
 
 
-def _finished(path: Path, task: Task, fp: str, digests: dict[str, str]) -> dict[str, Any] | None:
-    """The shard's metadata if it is complete and belongs to this task, else None (it will be redone)."""
+def _verified(path: Path, task: Task, fp: str, digests: dict[str, str]) -> tuple[dict[str, Any] | None, str | None]:
+    """(the shard's metadata, None) if it is complete, belongs to this task and has the sha256 and rows recorded
+    when it was committed (its sidecar, else the manifest of a finished stage); else (None, why it is redone),
+    where ``why`` is None for a shard that simply is not there yet."""
     if not path.exists():
-        return None
+        return None, None
     try:
         meta = read_shard_meta(path)
     except (ShardError, json.JSONDecodeError):
-        return None
+        return None, "not a readable shard"
     if meta.get("task") != task.key or meta.get("fingerprint") != fp:
-        return None
-    if path.name in digests and file_digest(path) != digests[path.name]:
-        return None
-    return meta
+        return None, "made for another input"
+    record = read_sidecar(path)
+    expected = record["sha256"] if record is not None else digests.get(path.name)
+    if expected is None:
+        return None, "no sha256 recorded for it"
+    if record is not None and record["rows"] != meta["rows"]:
+        return None, f"{meta['rows']} rows, {record['rows']} recorded"
+    if file_digest(path) != expected:
+        return None, "sha256 differs from the one recorded when it was written"
+    return meta, None
 
 
 def run_stage(
@@ -267,18 +303,36 @@ def run_stage(
     workers: int = 1,
     batch_size: int = 1024,
     progress: bool = True,
+    executor: Executor | str | None = None,
 ) -> StageOutput:
     """Run ``stage`` over every task of ``source`` into ``RUNDIR/<key>/<fingerprint>/`` and return it.
 
-    Finished shards with the same fingerprint are kept; missing, damaged or foreign ones are redone. A crash
-    at any point loses nothing: rerunning gives the same rows as an uninterrupted run.
+    ``executor`` runs the missing shards: ``"local"``, ``"ray"`` or an ``Executor`` (``synth.executors``); by
+    default the one of the run in progress (``synth.executors.using``), else local. Rows, fingerprints and stats
+    do not depend on it.
+
+    Finished shards with the same fingerprint are kept once their sha256 checks out; missing, damaged or foreign
+    ones are redone (a damaged one is named on the console). A crash at any point loses nothing: rerunning gives
+    the same rows as an uninterrupted run. The run directory is locked meanwhile (``synth.lock``): a second
+    process on it stops at once.
     """
-    rundir = Path(rundir)
+    owned = isinstance(executor, str)
+    ex = make_executor(executor) if isinstance(executor, str) else executor or current_executor()
+    try:
+        with run_lock(rundir):
+            return _run_stage(stage, source, Path(rundir), workers, batch_size, progress, ex)
+    finally:
+        if owned:
+            ex.close()
+
+
+def _run_stage(stage: Stage, source: Source, rundir: Path, workers: int, batch_size: int,
+               progress: bool, executor: Executor) -> StageOutput:
     fp = stage.fingerprint(source.fingerprint())
     out = rundir / stage.key / fp
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # left by a killed worker; never a finished shard
+        stale.unlink(missing_ok=True)  # left by a killed worker (the lock says no live one is writing)
 
     digests: dict[str, str] = {}
     if (out / MANIFEST).exists():
@@ -290,54 +344,38 @@ def run_stage(
     metas: dict[int, dict[str, Any]] = {}
     todo: list[Task] = []
     for task in tasks:
-        meta = _finished(_shard_path(out, task.index), task, fp, digests)
+        path = _shard_path(out, task.index)
+        meta, why = _verified(path, task, fp, digests)
         if meta is None:
             todo.append(task)
+            if why is not None:
+                console.print(f"{stage.key}: redoing {path}: {why}", style="yellow", markup=False,
+                              highlight=False, soft_wrap=True)
         else:
             metas[task.index] = meta
 
     with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress) as bar:
-        if workers <= 1 or len(todo) <= 1:
-            try:
-                if todo:
-                    stage.setup()
-                for task in todo:
-                    metas[task.index] = _run_task(stage, source, task, _shard_path(out, task.index), fp, batch_size)
-                    bar.advance(metas[task.index])
-            finally:
-                if todo:
-                    stage.teardown()
-        else:
-            _run_pool(stage, source, todo, out, fp, batch_size, workers, metas, bar)
+        if todo:
+            executor.prepare(rundir)
+            job = ShardJob(source, out, fp, batch_size, stage.output_schema())
+
+            def done(task: Task, meta: dict[str, Any]) -> None:  # on this process, as each shard is committed
+                metas[task.index] = meta
+                bar.advance(meta)
+
+            executor.run(stage, job, todo, workers, done)
 
     return _finish(stage, source, rundir, out, fp, tasks, metas)
-
-
-def _run_pool(stage, source, todo, out, fp, batch_size, workers, metas, bar) -> None:
-    ctx = mp.get_context("spawn")  # fork is unsafe once torch or tokenizers threads exist
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
-        pending = {
-            pool.submit(_worker_task, stage, source, t, _shard_path(out, t.index), fp, batch_size): t for t in todo
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                task = pending.pop(fut)
-                exc = fut.exception()
-                if exc is not None:
-                    for f in pending:
-                        f.cancel()
-                    raise exc
-                metas[task.index] = fut.result()
-                bar.advance(metas[task.index])
 
 
 def _finish(stage, source, rundir, out, fp, tasks, metas) -> StageOutput:
     shards = []
     for task in tasks:
         path = _shard_path(out, task.index)
+        record = read_sidecar(path)  # written at commit; verified above for a shard that was already there
         shards.append({"file": path.name, "task": task.key, "rows": metas[task.index]["rows"],
-                       "bytes": path.stat().st_size, "sha256": file_digest(path)})
+                       "bytes": path.stat().st_size,
+                       "sha256": record["sha256"] if record is not None else file_digest(path)})
     summary = merge_shards([metas[t.index]["stats"] for t in tasks])
     summary.update(fingerprint=fp, shards=len(tasks),
                    seconds=round(sum(metas[t.index].get("seconds", 0.0) for t in tasks), 3))
@@ -346,7 +384,7 @@ def _finish(stage, source, rundir, out, fp, tasks, metas) -> StageOutput:
         "fingerprint": fp,
         "input_fingerprint": source.fingerprint(),
         "version": stage.version,
-        "params": json.loads(json.dumps(stage.params(), default=str)),
+        "params": redact(json.loads(json.dumps(stage.params(), default=str))),  # no credential on disk
         "rows": sum(s["rows"] for s in shards),
         "shards": shards,
     }
@@ -354,3 +392,11 @@ def _finish(stage, source, rundir, out, fp, tasks, metas) -> StageOutput:
     atomic_write_text(out.parent / CURRENT, fp + "\n")
     update_run_stats(Path(rundir), stage.key, summary)
     return StageOutput(out, manifest)
+
+
+def run_on(stage: Stage, output: StageOutput, rundir: str | Path, progress: bool = True) -> StageOutput:
+    """Run ``stage`` over a finished stage output, shard for shard, in one process (an LLM engine batches across
+    the shard itself). The stage learns its input's schema, so a shard where every row left still has columns."""
+    stage._input_schema = output.schema()
+    return run_stage(stage, output.as_source(), rundir, workers=1, progress=progress)
+

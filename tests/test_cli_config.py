@@ -7,8 +7,8 @@ from toy_stages import Upper, toy_source
 from typer.testing import CliRunner
 
 from synth import __version__, run_stage
-from synth.cli import app, parse_count
-from synth.config import ConfigError, load_config, resolve, write_run_config
+from synth.cli import app
+from synth.config import ConfigError, load_config, parse_count, resolve, write_run_config
 from synth.fingerprint import fingerprint
 
 runner = CliRunner()
@@ -45,7 +45,7 @@ def test_parse_count(text, value):
 
 @pytest.mark.parametrize("text", ["abc", "-5", "0", "1.5"])
 def test_parse_count_rejects(text):
-    with pytest.raises(typer.BadParameter):
+    with pytest.raises(ConfigError):
         parse_count(text)
 
 
@@ -101,10 +101,11 @@ def test_run_flags_win_over_the_config(monkeypatch, tmp_path):
                            "--translator", "seq2seq", "--mt-model", "mt/dir", "--target", "5")
     assert res.exit_code == 0, res.output
     assert s.inputs == ["from/flag"] and s.workers == 3 and s.target == 5
-    assert s.score["model"] == "flag-judge"
-    assert s.translate == {"translator": "seq2seq", "mt_model": "mt/dir"} == s.backtranslate
+    assert s.sections["score"]["model"] == "flag-judge"
+    assert s.sections["translate"] == {"translator": "seq2seq", "mt_model": "mt/dir"} == s.sections["backtranslate"]
     res, s = _run_settings(monkeypatch, tmp_path, config)
-    assert s.inputs == ["from/config"] and s.score["model"] == "config-judge" and s.translate["translator"] == "llm"
+    assert s.inputs == ["from/config"] and s.sections["score"]["model"] == "config-judge"
+    assert s.sections["translate"]["translator"] == "llm"
 
 
 @pytest.mark.parametrize("config,message", [
@@ -117,7 +118,7 @@ def test_run_flags_win_over_the_config(monkeypatch, tmp_path):
 def test_run_config_mistakes_are_named(monkeypatch, tmp_path, config, message):
     res, s = _run_settings(monkeypatch, tmp_path, config)
     if message is None:
-        assert res.exit_code == 0 and s.lang == "sw" and s.inputs == ["x"], res.output
+        assert res.exit_code == 0 and s.lang == "swh" and s.inputs == ["x"], res.output  # canonical
     else:
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
         import re
@@ -129,3 +130,38 @@ def test_run_on_a_missing_input_is_a_one_line_error(tmp_path):
     res = runner.invoke(app, ["run", "--lang", "sw", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "r"),
                               "--quiet"])
     assert res.exit_code == 2 and "nope" in res.output and "Traceback" not in res.output, res.output
+
+
+@pytest.mark.slow
+def test_a_fully_cached_generate_does_not_load_the_model(tmp_path, monkeypatch):
+    """The request cache answers a repeated file whole, so the second `synth generate` never builds the engine;
+    a new prompt is a miss, and only then is the model loaded."""
+    import json
+
+    from synth.llm.hf import HFEngine
+
+    cache = tmp_path / "c.sqlite"
+    prompts = [{"id": "a", "prompt": "The capital of France is", "max_tokens": 4},
+               {"id": "b", "prompt": "One, two, three,", "max_tokens": 4}]
+
+    def generate(name: str, lines: list[dict]) -> list[dict]:
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
+        res = runner.invoke(app, ["generate", "--engine", "hf", "--model", "smollm2", "--cache", str(cache), "--quiet",
+                                  "-i", str(tmp_path / f"{name}.jsonl"), "-o", str(tmp_path / f"{name}.out")])
+        assert res.exit_code == 0, res.output
+        return [json.loads(line) for line in (tmp_path / f"{name}.out").read_text().splitlines()]
+
+    first = generate("first", prompts)  # the real engine
+    built = []
+    real_init = HFEngine.__init__
+
+    def counted(self, *args, **kwargs):
+        built.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(HFEngine, "__init__", counted)
+    again = generate("again", prompts)
+    assert built == [] and all(r["cached"] for r in again)
+    assert [r["text"] for r in again] == [r["text"] for r in first]
+    more = generate("more", [*prompts, {"id": "c", "prompt": "Water is", "max_tokens": 4}])
+    assert len(built) == 1 and [r["cached"] for r in more] == [True, True, False]

@@ -16,6 +16,7 @@ from synth.eval import metrics as M
 from synth.eval.report import colour, render_html
 from synth.extract.lid import load_identifier
 from synth.llm.base import Engine, Request, Result, finish
+from synth.text import clauses
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "eval"
@@ -70,9 +71,9 @@ def test_bleu_equals_sacrebleu_and_falls_back_without_the_spm_model(monkeypatch,
 
 
 def test_sentence_split_and_code_switching():
-    assert M.split_sentences("पहला वाक्य। दूसरा वाक्य।") == ["पहला वाक्य।", "दूसरा वाक्य।"]
-    assert M.split_sentences("第一句。第二句。") == ["第一句。", "第二句。"]
-    assert M.split_sentences("ሰላም ነው። ደህና ነህ?") == ["ሰላም ነው።", "ደህና ነህ?"]
+    assert clauses("पहला वाक्य। दूसरा वाक्य।") == ["पहला वाक्य।", "दूसरा वाक्य।"]
+    assert clauses("第一句。第二句。") == ["第一句。", "第二句。"]
+    assert clauses("ሰላም ነው። ደህና ነህ?") == ["ሰላም ነው።", "ደህና ነህ?"]
     lid = load_identifier("lid176")
     en = "Everyone has the right to life, liberty and security of person."
     sw = "Kila mtu ana haki ya kuishi, haki ya uhuru, na haki ya kulindwa nafsi yake."

@@ -1,16 +1,20 @@
 """Export for external trainers, the dataset card, the HTML report and the cost planner."""
 
 import json
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synth.export import ExportError, ExportSettings, export
-from synth.plan import plan
+from synth.export import FORMATS, ExportError, ExportSettings, export, final_batches
+from synth.plan import GPU_PROFILES, plan
 from synth.report import write_report
-from synth.stats import update_run_stats
+from synth.runner import Stage, TableSource, run_stage
+from synth.stats import ShardStats, update_run_stats
 
 SW = [p for p in Path("examples/corpus/sw/udhr_swahili.txt").read_text(encoding="utf-8").split("\n\n")
       if len(p) > 120][:12]
@@ -51,6 +55,43 @@ def test_export_writes_messages_parquet_formats_card_and_snippets(tmp_path):
     for snippet in ("trl_sft.py", "axolotl.yaml", "llamafactory_dataset_info.json"):
         assert (final / "trainers" / snippet).exists()
     compile((final / "trainers" / "trl_sft.py").read_text(), "trl_sft.py", "exec")
+
+
+@dataclass
+class Same(Stage):
+    """A stage that passes its rows on: a finished stage output of several shards to export from."""
+
+    name: ClassVar[str] = "same"
+    step: ClassVar[int] = 9
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        return batch
+
+
+def test_export_streams_a_stage_output_batch_by_batch(tmp_path):
+    rows = pa.concat_tables([_final_rows()] * 10)
+    rows = rows.set_column(0, "id", pa.array([f"id{i:03d}" for i in range(rows.num_rows)]))
+    out = run_stage(Same(), TableSource(rows, rows_per_shard=25), tmp_path / "run", progress=False)
+    assert len(out.shards) == 5
+    batches = list(final_batches(out, batch_size=10))
+    # Never more than a batch in memory, never the embeddings: the peak does not grow with the dataset.
+    assert max(b.num_rows for b in batches) == 10 and sum(b.num_rows for b in batches) == rows.num_rows
+    assert all("embedding" not in b.column_names for b in batches)
+    settings = ExportSettings(formats=FORMATS, rows_per_shard=35)
+    streamed = export(out, tmp_path / "a", settings, batch_size=10)
+    whole = export(rows, tmp_path / "b", settings, batch_size=1000)
+    assert sorted(p.name for p in (streamed / "data").iterdir()) == [f"train-0000{i}-of-00004.parquet"
+                                                                      for i in range(4)]
+    assert [pq.ParquetFile(p).metadata.num_rows for p in sorted((streamed / "data").iterdir())] == [35, 35, 35, 15]
+    assert pq.read_table(streamed / "data").equals(pq.read_table(whole / "data"))
+    for name in ("train.jsonl", "alpaca.jsonl", "sharegpt.jsonl", "README.md"):
+        assert (streamed / name).read_text() == (whole / name).read_text()
+
+
+def test_export_of_no_rows_writes_an_empty_shard_and_card(tmp_path):
+    final = export(_final_rows().slice(0, 0), tmp_path, ExportSettings(formats=FORMATS))
+    assert pq.read_table(final / "data").num_rows == 0 and (final / "train.jsonl").read_text() == ""
+    assert "Total: 0 rows." in (final / "README.md").read_text()
 
 
 def test_datasets_loads_the_export(tmp_path):
@@ -124,24 +165,108 @@ def export_table(rundir: Path) -> pa.Table:
     return pq.read_table(export(_final_rows(), rundir) / "data")
 
 
-def test_plan_projects_tokens_and_gpu_hours(tmp_path):
-    _fake_stats(tmp_path)
-    p = plan(tmp_path, fragments=1_000_000, prefill_tps=10_000, decode_tps=1_000)
-    translate = p["stages"][0]
-    assert translate["stage"] == "02_translate" and translate["rows_in"] == 1_000_000
-    assert translate["prompt_tokens"] == 200_000_000 and translate["completion_tokens"] == 100_000_000
-    assert translate["gpu_hours"] == pytest.approx((2e8 / 1e4 + 1e8 / 1e3) / 3600, rel=1e-3)
-    assert p["final_rows"] == pytest.approx(1_000_000 * 18 / 20 * 15 / 18 * 10 / 15 * 9 / 10, rel=1e-3)
-    back = plan(tmp_path, target=450_000)
-    assert back["fragments"] == pytest.approx(1_000_000, rel=1e-3)
-    assert back["documents_needed"] == pytest.approx(1_000_000 / (30 / 40) / (20 / 30), rel=1e-3)
+SAMPLE_RUN = Path(__file__).parent / "data" / "sample_run"  # stats.json and run.toml of a real `synth run`
+# (examples/corpus, lang en, 8 fragments, hf engine, smollm2): 8 → instruct 7 → select marks 6 → 6 final rows.
+
+
+def sample_run(tmp_path: Path, **top: object) -> Path:
+    """The real sample run, with run.toml's top-level settings changed (e.g. an absolute select target)."""
+    shutil.copytree(SAMPLE_RUN, tmp_path / "sample")
+    if top:
+        toml = (tmp_path / "sample" / "run.toml").read_text()
+        (tmp_path / "sample" / "run.toml").write_text("".join(f"{k} = {v!r}\n" for k, v in top.items()) + toml)
+    return tmp_path / "sample"
+
+
+def test_plan_projects_tokens_gpu_and_cpu_hours_from_a_real_run(tmp_path):
+    stats = json.loads((SAMPLE_RUN / "stats.json").read_text())["stages"]
+    p = plan(SAMPLE_RUN, fragments=1_000_000, prefill_tps=10_000, decode_tps=1_000)
+    by = {s["stage"]: s for s in p["stages"]}
+    instruct = stats["03_instruct"]["counters"]
+    assert by["03_instruct"]["rows_in"] == 1_000_000 and by["03_instruct"]["rows_out"] == 875_000
+    assert by["03_instruct"]["prompt_tokens"] == 1_000_000 * instruct["prompt_tokens"] // 8
+    assert by["03_instruct"]["gpu_hours"] == pytest.approx(
+        (1e6 * instruct["prompt_tokens"] / 8 / 1e4 + 1e6 * instruct["completion_tokens"] / 8 / 1e3) / 3600, rel=1e-3)
+    # The selection marks 6 of 7; the next stage works on the selected rows only.
+    assert by["04_select"]["rows_out"] == 875_000 and by["05_backtranslate"]["rows_out"] == 750_000
+    assert p["final_rows"] == 750_000 and p["gpu_hours"] == pytest.approx(
+        by["03_instruct"]["gpu_hours"] + by["04_score"]["gpu_hours"], abs=0.01)
+    # Stages without a model: CPU-hours at the sample's own pace, embedding and selection included.
+    assert by["04_embed"]["gpu_hours"] == 0 and by["04_embed"]["cpu_hours"] == pytest.approx(
+        875_000 * stats["04_embed"]["seconds"] / 7 / 3600, rel=1e-2)
+    assert by["04_select"]["cpu_hours"] > 0 and p["extract_cpu_hours"] > 0
+    assert p["documents_needed"] == int(1_000_000 / (34 / 52) / (8 / 34))
+    back = plan(SAMPLE_RUN, target=300_000)
+    assert back["fragments"] == 400_000 and back["final_rows"] >= 300_000
+
+
+def test_plan_keeps_an_absolute_select_target_a_count(tmp_path):
+    sample = sample_run(tmp_path, target=5_000)
+    p = plan(sample, fragments=1_000_000)
+    by = {s["stage"]: s for s in p["stages"]}
+    assert p["select_target"] == 5_000 and by["05_backtranslate"]["rows_out"] == 5_000 and p["final_rows"] == 5_000
+    assert plan(sample, target=4_000)["fragments"] < 10_000  # reached long before a million fragments
+    with pytest.raises(ValueError, match="at most 5,000 rows"):
+        plan(sample, target=6_000)
+
+
+def test_plan_gpu_profiles_and_config_override(tmp_path):
+    h100 = plan(SAMPLE_RUN, fragments=100_000)
+    assert h100["throughput"]["gpu"] == "H100" and h100["throughput"]["prefill_tokens_per_s"] == GPU_PROFILES[
+        "H100"]["8b"][0]
+    slower = plan(SAMPLE_RUN, fragments=100_000, profiles={"H100": {"8b": [3_000, 1_000]}})
+    assert slower["gpu_hours"] > 5 * h100["gpu_hours"] > 0
+    assert plan(SAMPLE_RUN, fragments=100_000, gpu="L40S", model_size="1b")["gpu_hours"] < h100["gpu_hours"]
+    with pytest.raises(ValueError, match="no GPU profile for B200"):
+        plan(SAMPLE_RUN, fragments=1, gpu="B200")
 
 
 def test_plan_counts_seq2seq_translation_tokens(tmp_path):
-    _fake_stats(tmp_path)
-    stats = json.loads((tmp_path / "stats.json").read_text())
+    sample = sample_run(tmp_path)
+    stats = json.loads((sample / "stats.json").read_text())
     stats["stages"]["02_translate"]["counters"] = {"mt_input_tokens": 3000, "mt_output_tokens": 1000}
-    (tmp_path / "stats.json").write_text(json.dumps(stats))
-    translate = plan(tmp_path, fragments=1000)["stages"][0]
-    assert translate["prompt_tokens"] == 150_000 and translate["completion_tokens"] == 50_000
-    assert translate["gpu_hours"] > 0
+    (sample / "stats.json").write_text(json.dumps(stats))
+    translate = plan(sample, fragments=1000)["stages"][0]
+    assert translate["stage"] == "02_translate"
+    assert translate["prompt_tokens"] == 375_000 and translate["completion_tokens"] == 125_000
+    assert translate["gpu_hours"] > 0 and translate["cpu_hours"] == 0
+
+
+def test_a_run_that_keeps_nothing_says_why_in_console_report_and_card(tmp_path):
+    from synth.export import run_card
+    from synth.report import console_summary, diagnosis, funnel
+
+    def stage(rows_in, rows_out, dropped):
+        return {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped, "counters": {},
+                "by_lang": {"swh": {"in": rows_in, "out": rows_out, "dropped": dropped}}, "seconds": 1.0}
+    update_run_stats(tmp_path, "01_extract", stage(8, 8, {}))
+    update_run_stats(tmp_path, "02_translate", stage(8, 0, {"truncated": 7, "length_ratio_low": 1}))
+    why = diagnosis(funnel(json.loads((tmp_path / "stats.json").read_text())))
+    assert why.startswith("every row was dropped at 02_translate (truncated (7), length_ratio_low (1))")
+    assert "--translator apertium" in why and "--translator seq2seq" in why
+    assert why in str(console_summary(tmp_path)[-1])
+    empty = _final_rows().slice(0, 0)
+    final = export(empty, tmp_path, card=run_card(tmp_path))
+    assert f"**Why no rows:** {why}" in (final / "README.md").read_text()
+    import html
+
+    assert html.escape(why) in write_report(tmp_path, final=pq.read_table(final / "data")).read_text()
+    update_run_stats(tmp_path, "02_translate", stage(8, 8, {}))
+    assert diagnosis(funnel(json.loads((tmp_path / "stats.json").read_text()))) is None
+
+
+@pytest.mark.requires("datasets")
+def test_push_to_hub_checks_the_folder_then_fails_clearly_offline(tmp_path):
+    from synth.export import check_for_hub, push_to_hub
+
+    final = export(_final_rows(), tmp_path, ExportSettings(rows_per_shard=5))
+    meta = check_for_hub(final)  # everything up to the upload: data, card header, datasets reads it
+    assert meta["configs"][0]["data_files"][0]["path"] == "data/*.parquet" and meta["language"] == ["swh"]
+    # no network here (or, with one, a token the hub refuses): the upload fails, and says what to check
+    with pytest.raises(ExportError, match=r"could not push .* as me/sw-demo: \w+: .*HF_TOKEN"):
+        push_to_hub(final, "me/sw-demo", token="hf_not_a_token")
+    (final / "README.md").write_text((final / "README.md").read_text().replace("data/*.parquet", "nothing/*.x"))
+    with pytest.raises(ExportError, match="configs name no data files"):
+        push_to_hub(final, "me/sw-demo")
+    with pytest.raises(ExportError, match="not an exported dataset"):
+        check_for_hub(tmp_path / "elsewhere")

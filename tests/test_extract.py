@@ -70,7 +70,7 @@ def test_weak_bundled_model_is_flagged_and_measured(tmp_path, capsys):
     precision, recall, settings = _precision_recall(tmp_path, lid_model="lid176")
     assert settings.lid_threshold == 0.5
     assert "lid176 recognises only" in capsys.readouterr().err  # the user is told, with heliport as the way out
-    assert precision >= 0.75 and recall >= 0.4  # lid176 mistakes Lingala for Swahili: see lid_accuracy.json
+    assert precision >= 0.75 and recall >= 0.4  # lid176 mistakes Lingala for Swahili: see lid_confusion.json
 
 
 def test_bad_files_are_counted_and_do_not_stop_the_run(tmp_path):
@@ -186,7 +186,7 @@ def test_cli_extract_writes_run_config_and_summary(tmp_path):
     res = CliRunner().invoke(app, ["extract", "--lang", "sw", "--input", str(EXAMPLES / "corpus"), "--out",
                                    str(tmp_path), "--fragments", "10", "--min-len", "150", "--quiet"])
     assert res.exit_code == 0, res.output
-    assert "kept 10 swh fragments" in res.output
+    assert "01_extract: kept 10 of" in res.output and "rows (swh 10)" in res.output
     cfg = (tmp_path / "run.toml").read_text()
     assert 'lang = "swh"' in cfg and "fragments = 10" in cfg and "min_len = 150" in cfg
 

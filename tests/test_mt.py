@@ -16,10 +16,7 @@ from synth.mt import (
     Seq2SeqTranslator,
     code_candidates,
     detect_family,
-    join_pieces,
     lang_token,
-    language_name,
-    split_text,
 )
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
@@ -114,21 +111,7 @@ def test_language_codes_for_each_family():
         lang_token("nllb", nllb, "yor")
     with pytest.raises(MTError, match="unknown MT family"):
         lang_token("fairseq", nllb, "sw")
-    assert language_name("sw") == "Swahili" and language_name("yo") == "Yoruba"
-
-
-def test_split_and_join_keep_paragraphs_and_sentences():
-    text = "Para one. Still one.\n\nPara two has a first sentence. And a second one. And a third one here."
-    pieces, seps = split_text(text, 40)
-    assert pieces[0] == "Para one. Still one."
-    assert seps[0] == "" and seps[1] == "\n\n" and " " in seps[2:]
-    assert all(len(p) <= 40 for p in pieces)
-    assert join_pieces(pieces, seps) == text
-    merged, mseps = split_text("A b.\n\nC d.\n\nE f.", 12, merge=True)
-    assert merged == ["A b.\n\nC d.", "E f."] and join_pieces(merged, mseps) == "A b.\n\nC d.\n\nE f."
-    assert split_text("", 10) == ([], [])
-    long = "one two three four five six seven eight nine ten eleven twelve"
-    assert split_text(long, 20)[0] == ["one two three four", "five six seven eight", "nine ten eleven", "twelve"]
+    assert code_candidates("swc") == ["swc", "sw"]  # Congo Swahili falls back to a model's Swahili token
 
 
 # ---------------------------------------------------------------------------------------------- tiny models
@@ -173,15 +156,16 @@ def test_family_detection_rejects_other_models():
 
 def test_seq2seq_stage_drops_garbage_with_reasons(tiny_m2m100, tmp_path):
     """Stage 2 through the tiny model on real fragments: random weights give cut-off garbage, all dropped."""
+    from synth.pipeline import RunSettings, run_stage_by_key
     from synth.runner import StageOutput
     from synth.stages.extract import ExtractSettings, extract
-    from synth.stages.translate import Translate, translate
+    from synth.stages.translate import Translate
 
     extract([str(EXAMPLES / "corpus")], tmp_path, ExtractSettings(lang="sw", fragments=4, min_len=150),
             progress=False)
     n_in = StageOutput.current(tmp_path, "01_extract").num_rows
-    out = translate(tmp_path, translator="seq2seq", mt_model=str(tiny_m2m100), mt_max_input_tokens=48,
-                    mt_max_new_tokens=8, progress=False)
+    section = {"translator": "seq2seq", "mt_model": str(tiny_m2m100), "mt_max_input_tokens": 48, "mt_max_new_tokens": 8}
+    out = run_stage_by_key(tmp_path, "02_translate", RunSettings(sections={"translate": section}), progress=False)
     stats = out.stats()
     assert stats["rows_in"] == n_in == 4
     assert stats["rows_out"] + sum(stats["dropped"].values()) == n_in

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import tomli_w
+from required import chromium
 from typer.testing import CliRunner
 
 import synth
@@ -93,8 +94,8 @@ def test_run_exports_messages_a_report_and_a_funnel(english_run):
     native = dict(zip(extracted.column("id").to_pylist(), extracted.column("fragment").to_pylist(), strict=True))
     assert all(native[i] == r for i, r in zip(ds["id"], ds["response"], strict=True))  # the response is untouched
     stats = _check_accounting(rundir)
-    assert list(stats["stages"]) == ["01_fragments", "01_extract", "02_translate", "03_instruct", "04_score",
-                                     "04_embed", "04_select", "05_backtranslate", "05_fidelity"]
+    assert list(stats["stages"]) == ["01_fragments", "01_extract", "01_decontaminate", "02_translate", "03_instruct",
+                                     "04_score", "04_embed", "04_select", "05_backtranslate", "05_fidelity"]
     assert stats["stages"]["03_instruct"]["counters"]["llm_requests"] > 0
     assert stats["stages"]["02_translate"]["counters"]["copied_same_language"] == stats["stages"]["01_extract"][
         "rows_out"] > 0
@@ -171,14 +172,9 @@ def test_swahili_run_accounts_for_every_row_and_says_why(tmp_path):
         assert exported.num_rows == 0 and "messages" in exported.column_names
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-
-
+@pytest.mark.requires("chromium")
 def test_report_renders_in_headless_chromium(english_run, tmp_path):
-    browser = _chromium()
-    if browser is None:
-        pytest.skip("no Chromium on this machine: .ci/run installs Debian's chromium; apt-get install chromium")
+    browser = chromium()
     from PIL import Image
 
     shot = tmp_path / "report.png"

@@ -226,9 +226,14 @@ def test_bundled_thresholds_have_per_language_overrides():
 
 def test_thresholds_file_override_and_errors(tmp_path):
     path = tmp_path / "q.toml"
-    path.write_text("[default]\nmin_words = 10\nmax_words = 100\n\n[xyz]\nmin_words = 3\nmax_words = false\n")
-    assert load_thresholds("xyz", path) == QualityThresholds(min_words=3)
-    assert load_thresholds("abc", path) == QualityThresholds(min_words=10, max_words=100)
+    path.write_text("[default]\nmin_words = 10\nmax_words = 100\n\n[yo]\nmin_words = 3\nmax_words = false\n")
+    assert load_thresholds("yor", path) == QualityThresholds(min_words=3)  # [yo] is Yoruba under any spelling
+    assert load_thresholds("yo_Latn", path) == QualityThresholds(min_words=3)
+    assert load_thresholds("hau", path) == QualityThresholds(min_words=10, max_words=100)
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[default]\nmin_words = 10\n\n[yoruba]\nmin_words = 3\n")
+    with pytest.raises(ValueError, match=r"\[yoruba\] is neither \[default\] nor a language"):
+        load_thresholds("yor", typo)
 
     bad = tmp_path / "bad.toml"
     bad.write_text("[default]\nmin_words = 10\n\n[swh]\nmax_wordz = 5\n")

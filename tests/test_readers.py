@@ -120,8 +120,10 @@ def test_compressed_txt_paragraphs(here):
     assert read_files(["u.txt.gz"])[0] == [("u.txt.gz", "doc", "one file")]
 
 
+@pytest.mark.requires("datasets")
 def test_datasets_save_to_disk_folder(here):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     rows = {"text": [f"sentence {i}" for i in range(300)], "uid": [f"u{i}" for i in range(300)]}
     datasets.Dataset.from_dict(rows).save_to_disk("ds", num_shards=2)
     assert expand_inputs(["ds"]) == [Path("ds")]

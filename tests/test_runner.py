@@ -13,7 +13,8 @@ import pytest
 from toy_stages import Length, Upper, toy_source, toy_table
 
 from synth import StageOutput, run_stage
-from synth.io import ShardError
+from synth.identity import file_digest
+from synth.io import ShardError, read_sidecar
 from synth.runner import StageError, TableSource
 
 N, PER_SHARD = 400, 50
@@ -145,9 +146,11 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(tmp_path):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the runner and its workers, mid-shard
     proc.wait()
-    finished_before = len(list(killed.glob("01_toy/*/part-*.parquet")))
-    assert 5 <= finished_before < 32, "the kill must land mid-run"
+    finished = list(killed.glob("01_toy/*/part-*.parquet"))
+    assert 5 <= len(finished) < 32, "the kill must land mid-run"
     assert not (killed / "stats.json").exists()
+    # Every shard that made it has the checksum recorded before its rename, for the resume to verify.
+    assert all(read_sidecar(p)["sha256"] == file_digest(p) for p in finished)
 
     subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(killed), "0"], env=env, check=True)
     clean = tmp_path / "clean"

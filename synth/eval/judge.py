@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from synth.lang import name as language_name
 from synth.llm import Engine, Request, Result, Sampling
 from synth.prompts import load_prompt
 
@@ -32,32 +33,6 @@ PAIRWISE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 PARSE_ERRORS = {"parse_error", "schema_mismatch", "empty_output", "regex_mismatch"}
-
-# English names for the judge prompt; langcodes gives more when its optional ``language_data`` is installed.
-NAMES = {
-    "eng": "English", "fra": "French", "deu": "German", "spa": "Spanish", "por": "Portuguese", "ita": "Italian",
-    "nld": "Dutch", "rus": "Russian", "ukr": "Ukrainian", "pol": "Polish", "tur": "Turkish", "arb": "Arabic",
-    "pes": "Persian", "heb": "Hebrew", "hin": "Hindi", "ben": "Bengali", "urd": "Urdu", "tam": "Tamil",
-    "tel": "Telugu", "mar": "Marathi", "cmn": "Chinese (Mandarin)", "jpn": "Japanese", "kor": "Korean",
-    "vie": "Vietnamese", "tha": "Thai", "ind": "Indonesian", "zsm": "Malay", "swh": "Swahili", "yor": "Yoruba",
-    "zul": "Zulu", "xho": "Xhosa", "hau": "Hausa", "ibo": "Igbo", "amh": "Amharic", "tir": "Tigrinya",
-    "som": "Somali", "kin": "Kinyarwanda", "lug": "Luganda", "lin": "Lingala", "sna": "Shona", "nya": "Chichewa",
-    "wol": "Wolof", "gaz": "Oromo", "afr": "Afrikaans", "ell": "Greek", "ces": "Czech", "ron": "Romanian",
-    "hun": "Hungarian", "fin": "Finnish", "swe": "Swedish",
-}
-
-
-def language_name(code: str) -> str:
-    """English name of an ISO 639-3 code, for prompts (the code itself when unknown)."""
-    if code in NAMES:
-        return NAMES[code]
-    try:
-        import langcodes
-
-        return langcodes.Language.get(code).display_name()
-    except Exception:  # langcodes without language_data, or an unknown code
-        return code
-
 
 def failure_kind(result: Result) -> str | None:
     """``"parse"`` for output that did not parse or match the schema, ``"engine"`` for other errors, else None."""

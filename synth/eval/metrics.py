@@ -18,27 +18,15 @@ lacks for multilingual text:
 from __future__ import annotations
 
 import os
-import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from synth.extract.lid import SPECIAL
+from synth.lang import SPECIAL, UNDETERMINED, no_space, script, writes_without_spaces
+from synth.text import clauses
 
 # ------------------------------------------------------------------------------------------------ tokenising
-
-# Scripts written without spaces between words: each character is a token (first word of the Unicode name).
-PER_CHAR = {"CJK", "HIRAGANA", "KATAKANA", "IDEOGRAPHIC", "KANGXI", "BOPOMOFO", "THAI", "LAO", "KHMER",
-            "MYANMAR", "YI"}
-
-
-@cache
-def _per_char(ch: str) -> bool:
-    words = unicodedata.name(ch, "").split()  # text is NFKC already: no full-/half-width forms left
-    return bool(words) and words[0] in PER_CHAR
-
 
 class ScriptTokenizer:
     """A rouge-score tokenizer (``tokenize(text) -> list[str]``) that works for every script.
@@ -61,7 +49,7 @@ class ScriptTokenizer:
                     tokens[-1] += ch
                 continue
             if kind in "LN":
-                if _per_char(ch):
+                if no_space(ch):
                     if word:
                         tokens.append("".join(word))
                         word = []
@@ -112,8 +100,6 @@ def chrf_pp(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
 
 SPM_KEYS = ("flores200", "flores101")
-NO_SPACE_CHAR = {"jpn", "tha", "lao", "khm", "mya"}
-CHINESE = {"cmn", "zho", "yue", "wuu", "lzh"}
 
 
 def spm_model_path(key: str) -> str:
@@ -130,9 +116,9 @@ def bleu_tokenizer(tgt_lang: str | None = None, prefer: Sequence[str] = SPM_KEYS
     for key in prefer:
         if os.path.exists(spm_model_path(key)):
             return key, True
-    if tgt_lang in CHINESE:
+    if tgt_lang is not None and script(tgt_lang) in ("Hans", "Hant"):
         return "zh", False
-    if tgt_lang in NO_SPACE_CHAR:
+    if tgt_lang is not None and writes_without_spaces(tgt_lang):
         return "char", False
     return "intl", False
 
@@ -152,14 +138,8 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str | N
 
 # ------------------------------------------------------------------------------------------------ language
 
-_SENT_END = re.compile(r"(?<=[.!?;:。！？；।॥።፧፨؟۔])\s+|\n+|(?<=[。！？])")
 MIN_SENTENCE_LETTERS = 20  # shorter sentences are too short for reliable LID and are not used for code-switching
 SENTENCE_LID_THRESHOLD = 0.5
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences by end punctuation of several scripts (Latin, Devanagari danda, Ethiopic, Arabic, CJK) and lines."""
-    return [s.strip() for s in _SENT_END.split(text) if s and s.strip()]
 
 
 def _letters(text: str) -> int:
@@ -184,8 +164,8 @@ def check_language(text: str, lang: str, identify: Callable[[list[str]], list[tu
     least ``min_letters`` letters, identified with probability >= ``threshold``, carry two or more languages.
     """
     if not text or not text.strip():
-        return LangCheck("und", 0.0, False, [], False)
+        return LangCheck(UNDETERMINED, 0.0, False, [], False)
     (pred, score), = identify([text])
-    sentences = [s for s in split_sentences(text) if _letters(s) >= min_letters]
+    sentences = [s for s in clauses(text) if _letters(s) >= min_letters]
     labels = [lab for lab, p in identify(sentences) if p >= threshold and lab not in SPECIAL] if sentences else []
     return LangCheck(pred, score, pred == lang, labels, len(set(labels)) >= 2)

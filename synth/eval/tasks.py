@@ -15,7 +15,7 @@ task                file                                               fields
                                                                        ``choices`` (list), ``answer`` (index)
 =================== ================================================== ==========================================
 
-Languages are ISO 639-3 (any spelling ``normalize_lang`` accepts is normalised).
+Languages are ISO 639-3 (any spelling ``synth.lang.canonical`` accepts is normalised).
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ from typing import Any
 
 from synth.eval import judge as judges
 from synth.eval import metrics as M
-from synth.extract.lid import choose_model, load_identifier, normalize_lang
+from synth.extract.lid import choose_model, load_identifier
 from synth.io import atomic_write_text
+from synth.lang import ENGLISH, LanguageError, canonical
+from synth.lang import name as language_name
 from synth.llm import Engine, Request, Sampling, load_engine
 from synth.prompts import load_prompt
 
@@ -42,7 +44,6 @@ REQUIRED = {"prompts.jsonl": ("lang", "prompt"), "summarization.jsonl": ("lang",
             "translation.jsonl": ("src", "tgt", "src_lang", "tgt_lang"),
             "mc.jsonl": ("lang", "question", "choices", "answer")}
 LANG_FIELDS = ("lang", "src_lang", "tgt_lang")
-ENGLISH = "eng"
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -63,9 +64,10 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
         missing = [k for k in need if k not in rec]
         if missing:
             raise ValueError(f"{path}:{n}: missing field(s) {missing} (see synth/eval/README.md)")
-        for k in LANG_FIELDS:
-            if k in rec:
-                rec[k] = normalize_lang(rec[k])
+        try:
+            rec.update({k: canonical(rec[k]) for k in LANG_FIELDS if k in rec})
+        except LanguageError as e:
+            raise LanguageError(f"{path}:{n}: {e}") from e
         if path.name == "mc.jsonl":
             choices, answer = rec["choices"], rec["answer"]
             if not isinstance(choices, list) or len(choices) < 2 or not isinstance(answer, int) \
@@ -260,7 +262,7 @@ def evaluate(
 
     t0 = time.perf_counter()
     data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "examples" / "eval"
-    want = {normalize_lang(x) for x in langs} if langs else None
+    want = {canonical(x) for x in langs} if langs else None
     explicit = tasks is not None
     tasks = list(tasks) if tasks is not None else list(TASKS)
     unknown = [t for t in tasks if t not in TASKS]
@@ -312,13 +314,13 @@ def evaluate(
             tpl = load_prompt("eval_summarize")
             for r in data["summarization"]:
                 reqs.append(Request(id=f"sum:{r['id']}", sampling=sampling,
-                                    messages=tpl.render(language=judges.language_name(r["lang"]), text=r["text"])))
+                                    messages=tpl.render(language=language_name(r["lang"]), text=r["text"])))
         if "translation" in data:
             tpl = load_prompt("eval_translate")
             for r in data["translation"]:
                 reqs.append(Request(id=f"mt:{r['id']}", sampling=sampling, messages=tpl.render(
-                    src_language=judges.language_name(r["src_lang"]),
-                    tgt_language=judges.language_name(r["tgt_lang"]), text=r["src"])))
+                    src_language=language_name(r["src_lang"]),
+                    tgt_language=language_name(r["tgt_lang"]), text=r["src"])))
         results = {res.id: res for res in eng.generate(reqs)} if reqs else {}
 
         def output(key: str) -> tuple[str, str | None]:

@@ -9,73 +9,16 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Callable
 
-PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n+")
-# Sentence ends: Latin and CJK marks, Devanagari danda, Ethiopic full stop, Arabic question mark.
-SENTENCE_END = re.compile(r"(?<=[.!?…。！？।॥።؟])[\"'”’»)\]]*\s+")
+from synth.text import Measure, paragraphs, split_paragraph
+
 SPACES = re.compile(r"[ \t\r\f\v]+")
-
-Measure = Callable[[str], int]
 
 
 def normalize(text: str) -> str:
     """NFC, unified newlines, trimmed trailing spaces: equal text gets equal bytes and equal ids."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     return "\n".join(SPACES.sub(" ", line).strip() for line in text.split("\n")).strip()
-
-
-def paragraphs(text: str) -> list[str]:
-    return [p.strip() for p in PARAGRAPH_BREAK.split(text) if p.strip()]
-
-
-def sentences(paragraph: str) -> list[str]:
-    return [s for s in SENTENCE_END.split(paragraph) if s]
-
-
-def _hard_cut(sentence: str, max_len: int, measure: Measure) -> list[str]:
-    """Last resort for a sentence over the maximum: cut at the last space that fits, else anywhere.
-
-    Works with offsets, never re-slicing the remainder, so a 20 MB run-on line stays linear.
-    """
-    out: list[str] = []
-    start, n = 0, len(sentence)
-    while start < n:
-        # Longest prefix that fits, by bisection (measure may count tokens; a token is < 16 characters).
-        lo, hi = 1, min(n - start, max_len * 16)
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if measure(sentence[start : start + mid]) <= max_len else (lo, mid - 1)
-        end = start + lo
-        if end < n:
-            space = sentence.rfind(" ", start, end + 1)
-            end = space if space > start + lo // 2 else end
-        piece = sentence[start:end].strip()
-        if piece:
-            out.append(piece)
-        start = end
-    return out
-
-
-def _pieces(paragraph: str, max_len: int, measure: Measure) -> list[str]:
-    """A paragraph as pieces that each fit: itself, or groups of whole sentences, or cut sentences."""
-    if measure(paragraph) <= max_len:
-        return [paragraph]
-    pieces: list[str] = []
-    current = ""
-    for sent in sentences(paragraph):
-        parts = [sent] if measure(sent) <= max_len else _hard_cut(sent, max_len, measure)
-        for part in parts:
-            candidate = f"{current} {part}" if current else part
-            if measure(candidate) <= max_len:
-                current = candidate
-            else:
-                if current:
-                    pieces.append(current)
-                current = part
-    if current:
-        pieces.append(current)
-    return pieces
 
 
 def fragment(text: str, min_len: int = 200, max_len: int = 2000, measure: Measure = len) -> list[str]:
@@ -89,7 +32,7 @@ def fragment(text: str, min_len: int = 200, max_len: int = 2000, measure: Measur
     windows: list[str] = []
     current: list[str] = []
     for para in paragraphs(text):
-        for piece in _pieces(para, max_len, measure):
+        for piece in split_paragraph(para, max_len, measure):
             joined = "\n\n".join([*current, piece])
             if current and measure(joined) > max_len:
                 windows.append("\n\n".join(current))

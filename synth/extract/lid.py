@@ -1,12 +1,14 @@
-"""Language identification: one code system, two offline models, and what each is measured to get wrong.
+"""Language identification: the offline models, and what each is measured to get wrong.
 
-Corpora, configs and LID models all spell languages differently (``sw``, ``swa``, ``swh``, ``__label__sw``,
-``swh_Latn``). Everything here is turned into one canonical ISO 639-3 *individual* language code, so a
-config that says ``sw`` matches a model that says ``swh_Latn``. Scripts use ISO 15924 codes.
+Model labels (``__label__sw``, ``swh_Latn``, heliport's ``hbsbos``) are mapped to the canonical codes of
+``synth.lang``, so a config that says ``sw`` matches a model that says ``swh_Latn``.
 
-Models: fastText lid.176 (bundled, the default), any fastText model with lid.176 or GlotLID/OpenLID-style
-labels, and heliport (GPLv3, opt-in extra). ``weakness`` reads per-language recall measured by
-``bench/lid_accuracy.py`` so a run can warn before it trusts a weak model for a language.
+Models: fastText lid.176 (bundled, the default), heliport (GPLv3, opt-in extra), any fastText model with
+lid.176 or GlotLID/OpenLID-style labels (a path, or ``glotlid``/``openlid`` once ``synth models get`` fetched
+it), and two models that must agree (``heliport+lid176``). ``synth/data/lid_confusion.json``, measured by
+``bench/lid_confusion.py`` on the UDHR in 500+ languages, holds each model's precision against every other
+language, its recall and its confusions: ``auto`` picks the most precise model that keeps at least 80% of the
+language, and ``weakness`` names the relatives a model mistakes for the target.
 """
 
 from __future__ import annotations
@@ -21,165 +23,16 @@ from typing import Any, Protocol
 
 import langcodes
 
-SPECIAL = {"und", "zxx", "mul"}  # undetermined, no linguistic content, multiple: kept as they are
-RECALL_WARN = 0.9
+from synth.identity import identity as model_identity
+from synth.lang import SPECIAL, UNDETERMINED, LanguageError, canonical, name, split_label
 
-# Macrolanguage (or retired/odd) code -> the individual language that text under that code almost always is.
-MACRO = {
-    "swa": "swh",  # Swahili -> Kiswahili (not Congo Swahili, swc)
-    "ara": "arb",  # Arabic -> Standard Arabic
-    "zho": "cmn",  # Chinese -> Mandarin
-    "fas": "pes",  # Persian -> Iranian Persian
-    "msa": "zsm",  # Malay -> Standard Malay
-    "nep": "npi",
-    "est": "ekk",
-    "lav": "lvs",
-    "aze": "azj",  # Azerbaijani -> North Azerbaijani (Latin)
-    "uzb": "uzn",
-    "kur": "kmr",  # Kurdish -> Kurmanji (Sorani is ckb)
-    "pus": "pbt",
-    "orm": "gaz",
-    "mlg": "plt",
-    "sqi": "als",
-    "mon": "khk",
-    "yid": "ydd",
-    "ori": "ory",
-    "nor": "nob",
-    "kom": "kpv",
-    "grn": "gug",
-    "aka": "twi",
-    "kau": "knc",
-    "lah": "pnb",
-    "chm": "mhr",
-    "kok": "gom",
-    "bik": "bcl",
-    "din": "dik",
-    "sh": "hbs",  # Serbo-Croatian; langcodes would call it Serbian
-    "mo": "ron",
-    "mol": "ron",
-    "eml": "egl",  # retired Emilian-Romagnol -> Emilian
-}
+RECALL_MIN = 0.8  # auto: the most precise model among those that keep at least this share of the language
+PRECISION_WARN = 0.95  # below this measured precision a run warns and names the confused languages
+AGREE = "+"  # "heliport+lid176": a fragment is the language only where both models say so
+PAIRS = ("lid176+heliport", "heliport+lid176")  # measured in the table, so auto can pick them
 
 # Bare Wikipedia codes in lid.176 that mean something else as ISO 639-3.
 WIKI_LABELS = {"als": "gsw", "bh": "bih", "eml": "egl"}
-
-SCRIPTS = {
-    "Latn": (
-        "eng fra deu spa por ita nld swh yor zul xho nya hau ibo kin sna lin som lug tur vie ind zsm tgl pol"
-        " ces slk ron hun fin swe dan nob nno isl ekk lvs lit hrv bos slv cat eus glg afr tsn sot nso ssw tso"
-        " wol fuv twi ewe run mlt cym gle gla bre azj uzn kmr gaz plt tuk jav sun ceb ilo war epo lat"
-    ),
-    "Cyrl": "rus ukr bel bul mkd srp kaz kir tat bak chv tgk khk sah",
-    "Arab": "arb arz ary apc acm pes prs urd pbt snd uig ckb azb",
-    "Deva": "hin mar npi mai bho san awa new",
-    "Beng": "ben asm",
-    "Ethi": "amh tir tig",
-    "Hebr": "heb ydd",
-    "Grek": "ell",
-    "Armn": "hye",
-    "Geor": "kat",
-    "Guru": "pan",
-    "Gujr": "guj",
-    "Orya": "ory",
-    "Taml": "tam",
-    "Telu": "tel",
-    "Knda": "kan",
-    "Mlym": "mal",
-    "Sinh": "sin",
-    "Thai": "tha",
-    "Laoo": "lao",
-    "Mymr": "mya",
-    "Khmr": "khm",
-    "Tibt": "bod",
-    "Thaa": "div",
-    "Hans": "cmn wuu",
-    "Hant": "yue",
-    "Jpan": "jpn",
-    "Kore": "kor",
-}
-EXPECTED_SCRIPT = {lang: script for script, langs in SCRIPTS.items() for lang in langs.split()}
-# Writing systems that mix scripts: the dominant letters of such text are any of these.
-SCRIPT_PARTS = {"Hans": {"Hani"}, "Hant": {"Hani"}, "Jpan": {"Hani", "Hira", "Kana"}, "Kore": {"Hang", "Hani"}}
-
-# First word of a Unicode character name -> ISO 15924. Unlisted scripts count as Zzzz.
-NAME_SCRIPT = {
-    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARMENIAN": "Armn", "HEBREW": "Hebr", "ARABIC": "Arab",
-    "SYRIAC": "Syrc", "THAANA": "Thaa", "NKO": "Nkoo", "DEVANAGARI": "Deva", "BENGALI": "Beng",
-    "GURMUKHI": "Guru", "GUJARATI": "Gujr", "ORIYA": "Orya", "TAMIL": "Taml", "TELUGU": "Telu",
-    "KANNADA": "Knda", "MALAYALAM": "Mlym", "SINHALA": "Sinh", "THAI": "Thai", "LAO": "Laoo", "TIBETAN": "Tibt",
-    "MYANMAR": "Mymr", "GEORGIAN": "Geor", "HANGUL": "Hang", "ETHIOPIC": "Ethi", "CHEROKEE": "Cher",
-    "CANADIAN": "Cans", "KHMER": "Khmr", "MONGOLIAN": "Mong", "TIFINAGH": "Tfng", "HIRAGANA": "Hira",
-    "KATAKANA": "Kana", "CJK": "Hani", "KANGXI": "Hani", "IDEOGRAPHIC": "Hani", "BOPOMOFO": "Bopo", "YI": "Yiii",
-    "VAI": "Vaii", "ADLAM": "Adlm", "JAVANESE": "Java", "BALINESE": "Bali", "COPTIC": "Copt",
-    "GLAGOLITIC": "Glag", "OL": "Olck",
-}
-
-
-def split_label(label: str) -> tuple[str, str | None]:
-    """``__label__swh_Latn`` -> ("swh", "Latn"); ``sw`` -> ("sw", None); ``zh-Hans-CN`` -> ("zh", "Hans")."""
-    code = label.strip().removeprefix("__label__").replace("-", "_")
-    lang, _, rest = code.partition("_")
-    script = rest.split("_")[0] if rest else None
-    if script is not None and not (len(script) == 4 and script.isalpha()):
-        script = None  # a region (``pt_BR``), not a script
-    return lang.lower(), script.title() if script else None
-
-
-@cache
-def normalize_lang(code: str) -> str:
-    """Any common spelling of a language -> its canonical ISO 639-3 individual code (ValueError if unknown)."""
-    lang, _ = split_label(code)
-    if lang in SPECIAL:
-        return lang
-    if lang in MACRO:
-        return MACRO[lang]
-    if not (2 <= len(lang) <= 3 and lang.isascii() and lang.isalpha()) or not langcodes.tag_is_valid(lang):
-        raise ValueError(f"unknown language code {code!r}: expected ISO 639-1/639-3 like 'sw', 'swh', 'swh_Latn'")
-    try:
-        if len(lang) == 2:
-            alpha3 = langcodes.Language.get(lang, normalize=False).to_alpha3()  # tl -> tgl, not CLDR's fil
-        else:
-            norm = langcodes.Language.get(lang)
-            # 639-2/B codes (ger, chi) -> their T codes; other 3-letter codes stay as they are (swc, hbs, tgl).
-            alpha3 = norm.to_alpha3() if norm.to_alpha3(variant="B") == lang else lang
-    except LookupError as e:
-        raise ValueError(f"unknown language code {code!r}: {e}") from e
-    return MACRO.get(alpha3, alpha3)
-
-
-def expected_script(lang: str) -> str | None:
-    """The ISO 15924 script a language is usually written in (None when it is not in the small table)."""
-    return EXPECTED_SCRIPT.get(normalize_lang(lang))
-
-
-@cache
-def _char_script(ch: str) -> str | None:
-    if ch < "\u0250":
-        return "Latn"  # ASCII, Latin-1, Latin Extended-A/B
-    words = unicodedata.name(ch, "").split()
-    if not words or words[:2] == ["MODIFIER", "LETTER"]:
-        return None  # ʻ ʼ and friends are shared by many scripts
-    if words[0] in ("FULLWIDTH", "HALFWIDTH") and len(words) > 1:
-        words = words[1:]
-    return NAME_SCRIPT.get(words[0], "Zzzz")
-
-
-def script_of(text: str) -> tuple[str, float]:
-    """Dominant script of the letters in ``text`` and the share of letters in it (("Zyyy", 0.0) if none)."""
-    counts: dict[str, int] = {}
-    for ch in text:
-        if ch.isalpha() and (script := _char_script(ch)) is not None:
-            counts[script] = counts.get(script, 0) + 1
-    if not counts:
-        return "Zyyy", 0.0
-    script = max(counts, key=counts.__getitem__)
-    return script, counts[script] / sum(counts.values())
-
-
-def script_matches(lang: str, script: str) -> bool:
-    """Whether ``script`` (from ``script_of``) fits ``lang``; True when the language's script is unknown."""
-    expected = expected_script(lang)
-    return expected is None or script == expected or script in SCRIPT_PARTS.get(expected, ())
 
 
 class Identifier(Protocol):
@@ -227,13 +80,14 @@ def _only_k1(k: int) -> None:
 class LanguageIdentifier:
     """A fastText LID model (lid.176 by default); labels are mapped to canonical codes."""
 
-    def __init__(self, model_path: str | Path | None = None, clean: bool | None = None) -> None:
+    def __init__(self, model_path: str | Path | None = None, clean: bool | None = None,
+                 name: str | None = None) -> None:
         import fasttext
 
         from synth.models import lid176_path
 
         self.path = Path(model_path) if model_path is not None else lid176_path()
-        self.name = "lid176" if model_path is None else self.path.stem
+        self.name = name or ("lid176" if model_path is None else self.path.stem)
         # lid.176 does better on cleaned text (see clean_for_fasttext); other models get text as they were
         # trained on it, newlines aside, unless asked.
         self.clean = model_path is None if clean is None else clean
@@ -249,14 +103,14 @@ class LanguageIdentifier:
         if script is None and lang in WIKI_LABELS:
             lang = WIKI_LABELS[lang]
         try:
-            return normalize_lang(lang)
-        except ValueError:
+            return canonical(lang)
+        except LanguageError:
             return lang  # a label outside ISO 639 (a custom model's own): kept so it can still be asked for
 
     def top_k(self, texts: list[str], k: int) -> list[list[tuple[str, float]]]:
         """The ``k`` most likely languages per text with fastText's probabilities; blank text is ``und``."""
         lines = [clean_for_fasttext(t) if self.clean else _one_line(t) for t in texts]
-        out: list[list[tuple[str, float]]] = [[("und", 0.0)] for _ in lines]
+        out: list[list[tuple[str, float]]] = [[(UNDETERMINED, 0.0)] for _ in lines]
         todo = [i for i, line in enumerate(lines) if line]
         if todo:
             labels, probs = self._model.predict([lines[i] for i in todo], k=k)
@@ -270,7 +124,7 @@ class LanguageIdentifier:
         return [ranked[0] for ranked in self.top_k(texts, 1)]
 
     def knows(self, lang: str) -> bool:
-        return normalize_lang(lang) in self.labels
+        return canonical(lang) in self.labels
 
 
 class HeliportIdentifier:
@@ -303,8 +157,8 @@ class HeliportIdentifier:
                 suffix = raw[3:]
                 code = suffix if len(suffix) == 3 and langcodes.tag_is_valid(suffix) else raw[:3]
             try:
-                self._codes[raw] = normalize_lang(code)
-            except ValueError:
+                self._codes[raw] = canonical(code)
+            except LanguageError:
                 self._codes[raw] = code
         return self._codes[raw]
 
@@ -320,7 +174,7 @@ class HeliportIdentifier:
             self._model.identify_with_score(line) for line in lines
         ]
         return [
-            (self._canonical(raw), self._posterior(score)) if line else ("und", 0.0)
+            (self._canonical(raw), self._posterior(score)) if line else (UNDETERMINED, 0.0)
             for line, (raw, score) in zip(lines, results, strict=True)
         ]
 
@@ -330,7 +184,7 @@ class HeliportIdentifier:
         for text in texts:
             line = _one_line(text)
             if not line:
-                out.append([("und", 0.0)])
+                out.append([(UNDETERMINED, 0.0)])
                 continue
             ranked = self._model.identify_topk_with_score(line, max(k, 2))  # raw scores: lower is better
             weights = [math.pow(10.0, ranked[0][1] - raw) for _, raw in ranked]
@@ -339,65 +193,83 @@ class HeliportIdentifier:
         return out
 
     def knows(self, lang: str) -> bool:
-        return normalize_lang(lang) in self.labels
+        return canonical(lang) in self.labels
+
+
+class AgreementIdentifier:
+    """Models that must agree: the first decides and scores, the others must name the same language.
+
+    Where they disagree the label is ``und`` (extract counts the fragment as ``other_language``). The language
+    set is what every model knows. ``top_k`` is the first model's ranking, led by ``und`` where the others'
+    best label differs.
+    """
+
+    def __init__(self, models: list[Identifier]) -> None:
+        self.models = models
+        self.name = AGREE.join(m.name for m in models)
+        self.labels = set.intersection(*(set(m.labels) for m in models))
+
+    def predict(self, texts: list[str], k: int = 1) -> list[tuple[str, float]]:
+        _only_k1(k)
+        first, *others = [m.predict(texts) for m in self.models]
+        return [(label, score) if all(o[i][0] == label for o in others) else (UNDETERMINED, 0.0)
+                for i, (label, score) in enumerate(first)]
+
+    def top_k(self, texts: list[str], k: int) -> list[list[tuple[str, float]]]:
+        first, *others = [m.top_k(texts, k if i == 0 else 1) for i, m in enumerate(self.models)]
+        return [ranked if all(o[i][0][0] == ranked[0][0] for o in others) else [(UNDETERMINED, 0.0), *ranked][:k]
+                for i, ranked in enumerate(first)]
+
+    def knows(self, lang: str) -> bool:
+        return canonical(lang) in self.labels
 
 
 def load_identifier(spec: str | Path | None = None) -> Identifier:
-    """None or ``lid176``: bundled fastText lid.176; ``heliport``: heliport; anything else: a fastText model path."""
+    """None or ``lid176``: bundled fastText lid.176; ``heliport``; ``glotlid``/``openlid`` (fetched by
+    ``synth models get``); ``a+b``: models that must agree; anything else: a fastText model path."""
+    from synth.models import LID_DOWNLOADS, lid_model_path
+
     if spec is None or str(spec).lower() == "lid176":
         return LanguageIdentifier()
-    if str(spec).lower() == "heliport":
+    spec = str(spec)
+    if spec.lower() == "heliport":
         return HeliportIdentifier()
+    if AGREE in spec:
+        return AgreementIdentifier([load_identifier(part) for part in spec.split(AGREE)])
+    if spec.lower() in LID_DOWNLOADS:
+        return LanguageIdentifier(lid_model_path(spec.lower()), name=spec.lower())
     if Path(spec).exists():
         return LanguageIdentifier(spec)
-    raise ValueError(f"unknown LID model {spec!r}: use 'lid176', 'heliport' or the path of a fastText model")
+    raise ValueError(f"unknown LID model {spec!r}: use 'lid176', 'heliport', 'heliport+lid176', 'glotlid', "
+                     "'openlid' or the path of a fastText model")
+
+
+# Score cut-offs. heliport's margin-based score is near 0.5 for close calls, so it needs a higher cut than a
+# fastText probability: on the UDHR fragments (bench/lid_confusion.py) 0.9 gives the most languages with
+# precision >= 0.95 at recall >= 0.8 (116; 109 at 0.8, 114 at 0.95); lid176 gets 38 at 0.5 and 43 at 0.6, but
+# its macro precision (0.68) and recall (0.72) are best at 0.5.
+DEFAULT_THRESHOLD = {"lid176": 0.5, "heliport": 0.9}
+
+
+def default_threshold(spec: str) -> float:
+    """The score cut-off of a model (a pair: its first model's, which scores it); 0.5 for a fastText file."""
+    return DEFAULT_THRESHOLD.get(spec.split(AGREE)[0], 0.5)
 
 
 @cache
-def accuracy_table() -> dict[str, Any]:
-    """Per-language recall/precision of each model, measured by ``bench/lid_accuracy.py --write``."""
-    return json.loads(files("synth").joinpath("data/lid_accuracy.json").read_text(encoding="utf-8"))
+def confusion_table() -> dict[str, Any]:
+    """Per model and language: precision, recall and confusions on UDHR fragments (``bench/lid_confusion.py``)."""
+    return json.loads(files("synth").joinpath("data/lid_confusion.json").read_text(encoding="utf-8"))
 
 
-def weakness(lang: str, model_name: str) -> str | None:
-    """A warning when ``model_name`` lacks ``lang`` or was measured below 0.9 recall on it, else None.
-
-    Names heliport as the stronger offline choice when it measured better. Models that were not measured
-    (a custom fastText path) give None: there is nothing to say about them.
-    """
-    lang = normalize_lang(lang)
-    table = accuracy_table()
-    if model_name not in table["labels"]:
-        return None
-
-    def recall(model: str) -> float | None:
-        if model not in table["labels"]:
-            return None
-        if lang not in table["labels"][model]:
-            return 0.0
-        entry = table["models"].get(model, {}).get(lang)
-        return entry["recall"] if entry else None  # None: known but not measured
-
-    mine = recall(model_name)
-    if mine is None or mine >= RECALL_WARN:
-        return None
-    if lang in table["labels"][model_name]:
-        n = table["models"][model_name][lang]["n"]
-        problem = f"LID model {model_name} recognises only {mine:.0%} of {lang} text (n={n} UDHR paragraphs)"
-    else:
-        problem = f"LID model {model_name} does not know language {lang}; its text gets other labels"
-    other = recall("heliport") if model_name != "heliport" else None
-    if other is not None and other > mine:
-        problem += f"; heliport measured {other:.0%}: pip install 'synth[heliport]' and use LID model 'heliport'"
-    elif not any(lang in labels for labels in table["labels"].values()):
-        measured = " nor ".join(table["labels"])
-        problem += f"; neither {measured} knows it: pass a fastText model that does (GlotLID, OpenLID) as a path"
-    return problem
+@cache
+def _labels() -> dict[str, frozenset[str]]:
+    return {model: frozenset(labels) for model, labels in confusion_table()["labels"].items()}
 
 
-# Score cut-offs that gave precision >= 0.95 on held-out-ish paragraphs (bench/lid_accuracy.py): heliport's
-# margin-based score is near 0.5 for close calls, so it needs a higher cut than a fastText probability.
-DEFAULT_THRESHOLD = {"lid176": 0.5, "heliport": 0.9}
+def measured(model: str, lang: str) -> dict[str, Any] | None:
+    """The table's row for ``model`` (a name or ``lid.identity``) on ``lang``; None when it was not measured."""
+    return confusion_table()["models"].get(model, {}).get(canonical(lang))
 
 
 def heliport_installed() -> bool:
@@ -406,19 +278,116 @@ def heliport_installed() -> bool:
     return importlib.util.find_spec("heliport") is not None
 
 
+def installed_models() -> list[str]:
+    """The measured offline models ``auto`` can use, the preferred first on a tie (bundled, small, Apache)."""
+    return ["lid176", *(["heliport", *PAIRS] if heliport_installed() else [])]
+
+
+def choose_from(models: dict[str, dict], labels: dict[str, Any], lang: str, candidates: list[str]) -> str:
+    """The candidate with the best measured precision among those with recall >= ``RECALL_MIN`` on ``lang``;
+    if none gets there, the best recall; if none was measured, the first that knows the language."""
+
+    def rank(i: int) -> tuple:
+        entry = models.get(candidates[i], {}).get(lang)
+        if entry is None:
+            return (0 if lang in labels.get(candidates[i], ()) else -1, 0.0, 0.0, -i)
+        p, r = entry["precision"] or 0.0, entry["recall"] or 0.0
+        return (2, p, r, -i) if r >= RECALL_MIN else (1, r, p, -i)
+
+    return candidates[max(range(len(candidates)), key=rank)]
+
+
 def choose_model(lang: str) -> str:
-    """For ``auto``: the installed offline model with the best measured F1 on ``lang`` (lid176 on a tie).
+    """For ``auto``: the installed model ``choose_from`` picks for ``lang`` from the measured table.
 
-    heliport is GPLv3, so it is never installed by synth itself; once a user installs the extra it is used
-    where it measured better.
+    heliport is GPLv3, so it is never installed by synth itself; once a user installs the extra it (or heliport
+    and lid176 agreeing) is used where it measured more precise.
     """
-    lang = normalize_lang(lang)
-    models = accuracy_table()["models"]
+    return choose_from(confusion_table()["models"], _labels(), canonical(lang), installed_models())
 
-    def f1(model: str) -> float:
-        entry = models.get(model, {}).get(lang) or {}
-        p, r = entry.get("precision") or 0.0, entry.get("recall") or 0.0
-        return 2 * p * r / (p + r) if p + r else 0.0
 
-    candidates = ["lid176", *(["heliport"] if heliport_installed() else [])]
-    return max(candidates, key=lambda m: (f1(m), m == "lid176"))
+def resolve(spec: str, lang: str) -> str:
+    """``auto`` → the model ``choose_model`` picks for ``lang``; a name or a path unchanged."""
+    return choose_model(lang) if spec == "auto" else spec
+
+
+def language_name(code: str) -> str:
+    """``Swati (ssw)``: how a warning names a language, by its English name and code."""
+    try:
+        return f"{name(code)} ({code})"
+    except LanguageError:
+        return code
+
+
+def weakness(lang: str, model: str) -> str | None:
+    """What a run should say before it trusts ``model`` (a name or ``lid.identity``) for ``lang``: the model
+    lacks the language, keeps less than ``RECALL_MIN`` of it, or keeps other languages as it (measured
+    precision below ``PRECISION_WARN``; the warning names them with the share of their text it keeps). None
+    when it measured well, or was not measured at all (a fastText file nobody ran the bench on).
+    """
+    lang = canonical(lang)
+    labels = _labels()
+    if model not in labels:
+        return None
+    target = language_name(lang)
+    entry = measured(model, lang)
+    if lang not in labels[model]:
+        problem = f"does not know {target}: its text gets other labels"
+    elif entry is None:
+        return None  # known, but the UDHR has too little of it to measure
+    else:
+        issues = []
+        if (entry["recall"] or 0.0) < RECALL_MIN:
+            issues.append(f"recognises only {entry['recall'] or 0.0:.0%} of {target} text")
+        if entry["precision"] is not None and entry["precision"] < PRECISION_WARN:
+            others = ", ".join(f"{language_name(c)}: {rate:.0%}" for c, rate in entry["confused_with"])
+            issues.append(f"has a measured precision of {entry['precision']:.2f} for {target}: it keeps text in "
+                          f"other languages as {name(lang)} (share of their fragments kept: {others})")
+        if not issues:
+            return None
+        problem = " and ".join(issues)
+    n = len(confusion_table()["languages"])
+    return f"LID model {model} {problem} (measured on the UDHR in {n} languages).{_way_out(lang, model)}"
+
+
+def _way_out(lang: str, model: str) -> str:
+    """The advice that ends a warning: a better measured model, a more precise one that keeps less, and GlotLID
+    or OpenLID where no offline model reaches ``PRECISION_WARN`` at ``RECALL_MIN``."""
+
+    def pr(m: str) -> tuple[float, float]:
+        entry = measured(m, lang) or {}
+        return entry.get("precision") or 0.0, entry.get("recall") or 0.0
+
+    mine = pr(model)
+    others = [m for m in ("lid176", "heliport", *PAIRS) if m != model]
+    out = ""
+    better = [m for m in others if pr(m)[1] >= RECALL_MIN and (mine[1] < RECALL_MIN or pr(m)[0] > mine[0])]
+    sharper = [m for m in others if pr(m)[0] > mine[0] and pr(m)[1] > 0]
+    if better or sharper:
+        best = max(better or sharper, key=pr)
+        p, r = pr(best)
+        how = "" if best in installed_models() else ", after pip install 'synth[heliport]'"
+        out = (f" {best} measured precision {p:.2f} at recall {r:.2f} (--lid-model {best}{how})."
+               if better else f" {best} is more precise ({p:.2f}) but keeps only {r:.0%} (--lid-model {best}{how}).")
+    if not any(p >= PRECISION_WARN and r >= RECALL_MIN for p, r in map(pr, [model, *others])):
+        out += (f" No offline model here reaches precision {PRECISION_WARN} at recall {RECALL_MIN} for it: pass "
+                "GlotLID or OpenLID (`synth models get glotlid`, then --lid-model glotlid) or another fastText "
+                "model by path.")
+    return out
+
+
+def identity(spec: str) -> str:
+    """What names a LID model in a fingerprint: ``lid176``, ``heliport``, a pair ``a+b``, or a fastText file's
+    identity (``glotlid``/``openlid`` resolve to their downloaded file)."""
+    from synth.models import LID_DOWNLOADS, lid_model_path
+
+    if spec in DEFAULT_THRESHOLD:
+        return spec
+    if AGREE in spec:
+        return AGREE.join(identity(part) for part in spec.split(AGREE))
+    if spec.lower() in LID_DOWNLOADS:
+        spec = str(lid_model_path(spec.lower()))
+    if not Path(spec).is_file():
+        raise ValueError(f"LID model {spec!r} is neither 'auto', 'lid176', 'heliport', a pair like "
+                         "'heliport+lid176' nor a fastText model file")
+    return f"fasttext:{model_identity(spec)}"

@@ -40,6 +40,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synth.lang import NO_SPACE_RANGES, LanguageError, canonical
+
 DUP_NGRAMS = (5, 6, 7, 8, 9, 10)
 TOP_NGRAMS = (2, 3, 4)
 
@@ -62,20 +64,6 @@ SIGNALS: tuple[str, ...] = (
 
 # --- character classes, built once from the Unicode database of this Python ----------------------------
 
-_NOSPACE_RANGES = (  # scripts written without spaces between words: one character = one word
-    (0x0E00, 0x0EFF),  # Thai, Lao
-    (0x1000, 0x109F),  # Myanmar
-    (0x1780, 0x17FF),  # Khmer
-    (0x19E0, 0x19FF),  # Khmer symbols
-    (0x3005, 0x3007),  # 々 〆 〇
-    (0x3040, 0x30FF),  # Hiragana, Katakana
-    (0x31F0, 0x31FF),  # Katakana phonetic extensions
-    (0x3400, 0x4DBF),  # CJK extension A
-    (0x4E00, 0x9FFF),  # CJK unified ideographs
-    (0xF900, 0xFAFF),  # CJK compatibility ideographs
-    (0xFF66, 0xFF9F),  # half-width Katakana
-    (0x20000, 0x323AF),  # CJK extensions B-H
-)
 # Scanning the Unicode database is limited to the BMP: a character class with many ranges above U+FFFF
 # compiles to a linear list of ranges (10x slower). Above the BMP one range stands for each plane instead.
 _ASTRAL_WORD = "\\U00010000-\\U0001efff"  # historic scripts, Adlam, math letters; not emoji (U+1F000...)
@@ -97,7 +85,7 @@ def _char_class(cps: list[int]) -> str:
 def _build_classes() -> tuple[str, str, str, str]:
     """(word chars, no-space letters, combining marks, uppercase letters) as class bodies."""
     nospace = bytearray(0x10000)
-    for a, b in _NOSPACE_RANGES:
+    for a, b in NO_SPACE_RANGES:
         if a < 0x10000:
             nospace[a : b + 1] = b"\x01" * (b + 1 - a)
     word: list[int] = []
@@ -116,7 +104,7 @@ def _build_classes() -> tuple[str, str, str, str]:
             (ns if nospace[cp] else word).append(cp)
             if cat == "Lu" or cat == "Lt":
                 upper.append(cp)
-    big = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in _NOSPACE_RANGES if a >= 0x10000)
+    big = "".join(f"\\U{a:08x}-\\U{b:08x}" for a, b in NO_SPACE_RANGES if a >= 0x10000)
     return _char_class(word) + _ASTRAL_WORD, _char_class(ns) + big, _char_class(marks), _char_class(upper)
 
 
@@ -345,7 +333,8 @@ def _bundled() -> Any:
 
 @lru_cache(maxsize=16)
 def _read_config(path: str) -> dict[str, dict[str, Any]]:
-    """Parse and check a thresholds file: every table's keys must be ``QualityThresholds`` fields."""
+    """Parse and check a thresholds file: every table's keys must be ``QualityThresholds`` fields, and every
+    table but ``[default]`` names a language (any spelling; returned under its canonical code)."""
     source = _bundled() if path == "" else Path(path)
     label = "synth/data/quality.toml" if path == "" else path
     try:
@@ -365,19 +354,27 @@ def _read_config(path: str) -> dict[str, dict[str, Any]]:
                 raise ValueError(f"{label}: [{table}] {key} must be a number or false (off), not {value!r}")
             if key in _COUNTS and not isinstance(value, int):
                 raise ValueError(f"{label}: [{table}] {key} must be a whole number, not {value!r}")
-    return data
+    out: dict[str, dict[str, Any]] = {}
+    for table, values in data.items():
+        try:
+            code = table if table == "default" else canonical(table)
+        except LanguageError as e:
+            raise ValueError(f"{label}: [{table}] is neither [default] nor a language: {e}") from e
+        if code in out:
+            raise ValueError(f"{label}: two tables for language {code}")
+        out[code] = values
+    return out
 
 
 def load_thresholds(lang: str, path: str | Path | None = None) -> QualityThresholds:
     """The ``[default]`` table with the ``[lang]`` table over it (``false`` there turns a check off).
 
-    ``lang`` is an ISO 639-3 code; a script suffix (``swh_Latn``) falls back to the bare code. ``path``
+    ``lang`` is any spelling ``synth.lang.canonical`` knows (``sw``, ``swh_Latn``). ``path``
     replaces the bundled ``synth/data/quality.toml``. A file is parsed once per process and path.
     """
     data = _read_config("" if path is None else str(path))
     values = dict(data.get("default", {}))
-    base = lang.split("_")[0].split("-")[0]
-    values.update(data.get(lang, data.get(base, {})))
+    values.update(data.get(canonical(lang), {}))
     return QualityThresholds(
         **{k: None if v is False else v if k in _COUNTS else float(v) for k, v in values.items()}
     )

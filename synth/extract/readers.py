@@ -100,20 +100,28 @@ def _is_dataset_dir(path: Path) -> bool:
 
 
 def _walk(folder: Path, seen: set[str] | None = None) -> list[Path]:
-    if _is_dataset_dir(folder):
-        return [folder]
+    try:
+        if _is_dataset_dir(folder):
+            return [folder]
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:  # a folder the user gave, or one inside it, that cannot be listed: say so, lose nothing
+        raise PermissionError(f"{folder}: cannot read this folder ({e.strerror or e})") from e
     seen = set() if seen is None else seen
     if (real := os.path.realpath(folder)) in seen:  # a link back up the tree
         return []
     seen.add(real)
     found: list[Path] = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+    for entry in entries:
         if entry.name.startswith("."):
             continue
         path = folder / entry.name
-        if entry.is_dir():
+        try:
+            is_dir, is_file = entry.is_dir(), entry.is_file()
+        except OSError:  # a link that loops: kept as a file, so reading it fails by name and is counted
+            is_dir, is_file = False, entry.is_symlink()
+        if is_dir:
             found += _walk(path, seen)
-        elif entry.is_file() and entry.name not in _DATASET_FILES and file_kind(entry.name):
+        elif is_file and entry.name not in _DATASET_FILES and file_kind(entry.name):
             found.append(path)
     return found
 
@@ -625,6 +633,15 @@ def _arrow_parts(path: Path, source: str, per_part: int) -> list[InputPart]:
     return [InputPart(str(path.absolute()), "arrow", s, e, source) for s, e in zip(starts, ends, strict=True)]
 
 
+def _size(path: Path) -> int:
+    """The file's size; 0 for one that went away or loops since it was listed (one part, which then fails by
+    name when it is read, counted)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def plan_parts(files: list[Path], target_bytes: int = 64 << 20, rows_per_part: int = 50_000,
                txt_mode: str = "file") -> list[InputPart]:
     """Cut input files into parts of about ``target_bytes`` (text) or ``rows_per_part`` rows, in file order.
@@ -663,7 +680,7 @@ def plan_parts(files: list[Path], target_bytes: int = 64 << 20, rows_per_part: i
         elif kind == "arrow":
             parts += _arrow_parts(f, source, rows_per_part)
         elif (not compression and (kind == "jsonl" or txt_mode == "paragraphs")
-              and f.stat().st_size > target_bytes):
+              and _size(f) > target_bytes):
             parts += _byte_parts(f, kind, source, target_bytes, paragraphs=kind == "txt")
         else:
             parts.append(InputPart(path, kind, source=source))
@@ -684,21 +701,34 @@ def read_part(
     """Yield the documents of one part; every skipped item goes to ``on_error(reason, where)``.
 
     ``where`` is ``path:line`` (``path:row N`` for Parquet and Arrow). Raises ``UnreadableInput`` when the file
-    cannot be read at all; a file that breaks off midway yields what comes before the damage.
+    cannot be read at all; a file that breaks off midway yields what comes before the damage. A whole file that
+    gives neither a document nor a skipped item (empty, or blank lines only) is counted as ``empty_file``.
     """
     if txt_mode not in ("file", "paragraphs"):
         raise ValueError(f"txt_mode must be 'file' or 'paragraphs', not {txt_mode!r}")
+    seen = False
+
+    def note(reason: str, where: str) -> None:
+        nonlocal seen
+        seen = True
+        on_error(reason, where)
+
     if part.kind == "parquet":
-        yield from _read_parquet(part, on_error, text_field, id_field, max_doc_bytes)
+        docs = _read_parquet(part, note, text_field, id_field, max_doc_bytes)
     elif part.kind == "arrow":
-        yield from _read_arrow(part, on_error, text_field, id_field, max_doc_bytes)
+        docs = _read_arrow(part, note, text_field, id_field, max_doc_bytes)
     elif part.kind in ("txt", "jsonl"):
         _check_head(part)
         if part.kind == "jsonl":
-            yield from _read_jsonl(part, on_error, text_field, id_field, max_doc_bytes)
+            docs = _read_jsonl(part, note, text_field, id_field, max_doc_bytes)
         elif txt_mode == "paragraphs":
-            yield from _read_paragraphs(part, on_error, max_doc_bytes)
+            docs = _read_paragraphs(part, note, max_doc_bytes)
         else:
-            yield from _read_txt_file(part, on_error, max_doc_bytes)
+            docs = _read_txt_file(part, note, max_doc_bytes)
     else:
         raise ValueError(f"{part.key()}: unknown kind {part.kind!r}")
+    for doc in docs:
+        seen = True
+        yield doc
+    if not seen and part.start == 0 and part.end is None:
+        on_error("empty_file", f"{part.name}:1")

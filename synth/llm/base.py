@@ -11,15 +11,40 @@ import json
 import re
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synth.fingerprint import fingerprint
+from synth.redact import redact
+
+if TYPE_CHECKING:
+    from synth.llm.stream import Feed
 
 # Failures that say nothing about the request itself: never cached, retried on the next run. 401/403/404 are
 # the setup's fault (a wrong key, model name or URL), not the request's: fixed, the same request must go out again.
 TRANSIENT = {"timeout", "connection_error", "http_429", "http_500", "http_502", "http_503", "http_504",
              "engine_error", "server_error", "http_401", "http_403", "http_404"}
+
+
+# Engine options that change what comes back, besides the model, its revision and its dtype (named apart):
+# the server, the context window (what fails as too long), quantization, the KV-cache precision, the tokenizer.
+# ONE list for both names of an engine's answers: the request-cache key (each engine's ``key``, through
+# ``options_key``) and the stage fingerprint (``LLMStage.params``), so the two never disagree (an fp8 run must
+# not be served answers cached from a bf16 one). Options not here (batch sizes, threads, memory) change speed.
+OUTPUT_OPTIONS = ("base_url", "max_model_len", "max_input_tokens", "quantization", "kv_cache_dtype", "tokenizer",
+                  "tokenizer_mode", "hf_overrides")
+
+
+def output_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of ``OUTPUT_OPTIONS`` that are set, by name, with any credential in them redacted."""
+    return {k: redact(options[k]) for k in sorted(options) if k in OUTPUT_OPTIONS and options[k] is not None}
+
+
+def options_key(options: dict[str, Any]) -> str:
+    """The part of an engine's cache key that ``OUTPUT_OPTIONS`` make: ``:name=value`` for each one set."""
+    return "".join(f":{k}={json.dumps(v, sort_keys=True) if not isinstance(v, str) else v}"
+                   for k, v in output_options(options).items())
 
 
 @dataclass(frozen=True)
@@ -100,9 +125,25 @@ class Engine(ABC):
     model_key: str = ""
     dtype: str = "unknown"  # the precision it really runs, resolved before naming (synth.llm.precision)
 
+    # How many requests the engine works on at once; ``stream`` keeps a few times this many at it.
+    concurrency: int = 64
+
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Result]:
         """Results in the order of ``requests``; never raises for one bad request."""
+
+    def feed(self) -> Feed:
+        """The continuous face ``stream`` drives; engines that can queue requests one by one override it."""
+        from synth.llm.stream import WaveFeed
+
+        return WaveFeed(self)
+
+    def stream(self, requests: Iterable[Request], window: int | None = None) -> Iterator[Result]:
+        """Results in the order of ``requests`` (read lazily), at most ``window`` (default: 4 × ``concurrency``)
+        at the engine at once, refilled as answers come back (``synth.llm.stream``)."""
+        from synth.llm.stream import stream
+
+        return stream(self.feed, requests, window)
 
     def close(self) -> None:  # noqa: B027 (optional to override: most engines have something to free)
         """Free the model or the connection pool."""

@@ -52,8 +52,7 @@ def read_requests(path: Path, defaults: Sampling) -> tuple[list[Request], list[s
     return requests, bad
 
 
-def generate_file(engine: Engine, inp: Path, out: Path, defaults: Sampling, chunk: int = 64,
-                  progress: bool = True) -> BatchReport:
+def generate_file(engine: Engine, inp: Path, out: Path, defaults: Sampling, progress: bool = True) -> BatchReport:
     """Generate for every request in ``inp`` and write one result per line to ``out`` (atomically)."""
     from rich.progress import Progress
 
@@ -63,17 +62,16 @@ def generate_file(engine: Engine, inp: Path, out: Path, defaults: Sampling, chun
     lines: list[str] = []
     with Progress(console=console, disable=not progress, transient=True) as bar:
         task = bar.add_task("generate", total=len(requests))
-        for start in range(0, len(requests), chunk):
-            for res in engine.generate(requests[start : start + chunk]):
-                report.ok += res.ok
-                if res.error:
-                    report.errors[res.error] += 1
-                report.cache_hits += res.cached
-                report.prompt_tokens += 0 if res.cached else res.prompt_tokens
-                report.completion_tokens += 0 if res.cached else res.completion_tokens
-                record: dict[str, Any] = {**res.to_json(), "cached": res.cached}
-                lines.append(json.dumps(record, ensure_ascii=False))
-            bar.advance(task, min(chunk, len(requests) - start))
+        for res in engine.stream(requests):  # a bounded window kept full, not waves (synth.llm.stream)
+            report.ok += res.ok
+            if res.error:
+                report.errors[res.error] += 1
+            report.cache_hits += res.cached
+            report.prompt_tokens += 0 if res.cached else res.prompt_tokens
+            report.completion_tokens += 0 if res.cached else res.completion_tokens
+            record: dict[str, Any] = {**res.to_json(), "cached": res.cached}
+            lines.append(json.dumps(record, ensure_ascii=False))
+            bar.advance(task)
     atomic_write_text(out, "".join(line + "\n" for line in lines))
     if isinstance(engine, CachedEngine):  # the engine counts over its lifetime, the report over this file
         assert report.cache_hits == engine.hits - hits_before

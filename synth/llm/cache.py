@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from synth.llm.base import Engine, Request, Result
+from synth.llm.stream import Counts, Feed, stream
 
 
 class RequestCache:
@@ -49,40 +52,62 @@ class RequestCache:
         self._db.close()
 
 
-class CachedEngine(Engine):
-    """Wraps an engine: cache hits are answered at once, misses go to the engine in chunks and are stored."""
+@dataclass(frozen=True)
+class Lazy:
+    """An engine not built yet: what names its answers (``model_key``, ``dtype``) and how to build it."""
 
-    def __init__(self, engine: Engine, cache: RequestCache, chunk: int = 256) -> None:
-        self.engine = engine
+    name: str
+    model_key: str
+    dtype: str
+    build: Callable[[], Engine]
+
+
+class CachedEngine(Engine):
+    """Wraps an engine: cache hits are answered at once, misses stream to the engine (``synth.llm.stream``: a
+    bounded in-flight window, identical requests sent once) and are stored as they finish.
+
+    The engine may also be given as ``Lazy``: its key and a way to build it. It is then built on the first
+    request the cache cannot answer, so a job the cache answers whole never loads the model. ``window``: the
+    most requests at the engine at once (default: 4 × the engine's ``concurrency``)."""
+
+    def __init__(self, engine: Engine | Lazy, cache: RequestCache, window: int | None = None) -> None:
+        self._engine = engine if isinstance(engine, Engine) else None
+        self._lazy = engine if isinstance(engine, Lazy) else None
         self.cache = cache
-        self.chunk = chunk
-        self.name = engine.name
-        self.model_key = engine.model_key
-        self.dtype = engine.dtype
-        self.hits = 0
-        self.misses = 0
+        self.window = window
+        self.name, self.model_key, self.dtype = engine.name, engine.model_key, engine.dtype
+        self.counts = Counts()
+
+    @property
+    def hits(self) -> int:
+        """Requests answered without the engine: from the cache, or by an identical one in flight."""
+        return self.counts.hits
+
+    @property
+    def misses(self) -> int:
+        """Requests sent to the engine."""
+        return self.counts.sent
+
+    @property
+    def engine(self) -> Engine:
+        """The wrapped engine, built now if it was not yet."""
+        if self._engine is None:
+            self._engine = self._lazy.build()
+            if self._engine.model_key != self.model_key:  # the key named the cache entries it must stay true to
+                raise RuntimeError(f"{self.name} engine built as {self._engine.model_key}, keyed as {self.model_key}")
+        return self._engine
 
     def generate(self, requests: list[Request]) -> list[Result]:
-        keys = [r.cache_key(self.model_key) for r in requests]
-        found = self.cache.get_many(list(set(keys)))
-        results: list[Result | None] = [None] * len(requests)
-        todo: list[int] = []
-        for i, (req, key) in enumerate(zip(requests, keys, strict=True)):
-            if key in found:
-                results[i] = Result(**{**found[key], "id": req.id, "cached": True})
-            else:
-                todo.append(i)
-        self.hits += len(requests) - len(todo)
-        self.misses += len(todo)
-        # In chunks, stored as they finish: a crash loses at most one chunk of paid work.
-        for start in range(0, len(todo), self.chunk):
-            idx = todo[start : start + self.chunk]
-            fresh = self.engine.generate([requests[i] for i in idx])
-            self.cache.put_many([(keys[i], r) for i, r in zip(idx, fresh, strict=True)])
-            for i, r in zip(idx, fresh, strict=True):
-                results[i] = r
-        return results  # type: ignore[return-value]
+        return list(self.stream(requests))
+
+    def stream(self, requests: Iterable[Request], window: int | None = None) -> Iterator[Result]:
+        def feed() -> Feed:  # built on the first request the cache cannot answer
+            return self.engine.feed()
+
+        return stream(feed, requests, window or self.window, cache=self.cache, model_key=self.model_key,
+                      counts=self.counts)
 
     def close(self) -> None:
-        self.engine.close()
+        if self._engine is not None:
+            self._engine.close()
         self.cache.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
+from synth.errors import SynthError
 from synth.llm.base import Engine
-from synth.llm.cache import CachedEngine, RequestCache
+from synth.llm.cache import CachedEngine, Lazy, RequestCache
 
 ENGINES = ("hf", "vllm", "openai")
 
@@ -26,20 +28,48 @@ def default_engine() -> str:
     return "hf"
 
 
-def load_engine(engine: str, model: str, cache: str | Path | None = None, **options: Any) -> Engine:
-    """An engine by name (``hf``, ``vllm``, ``openai``), wrapped in the request cache when ``cache`` is given."""
+def engine_class(engine: str) -> type[Engine]:
     if engine == "hf":
         from synth.llm.hf import HFEngine
 
-        eng: Engine = HFEngine(model, **options)
-    elif engine == "vllm":
+        return HFEngine
+    if engine == "vllm":
         from synth.llm.vllm import VLLMEngine
 
-        eng = VLLMEngine(model, **options)
-    elif engine == "openai":
+        return VLLMEngine
+    if engine == "openai":
         from synth.llm.openai import OpenAIEngine
 
-        eng = OpenAIEngine(model, **options)
-    else:
-        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    return CachedEngine(eng, RequestCache(cache)) if cache is not None else eng
+        return OpenAIEngine
+    raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+
+
+class EngineOptionError(SynthError, ValueError):
+    """An engine option the engine does not take; the message names it (never its value) and those it takes."""
+
+
+def check_options(cls: type[Engine], options: dict[str, Any]) -> None:
+    """Refuse options ``cls`` does not take, in one line, before anything is loaded or written: a typo, or an
+    ``hf_token`` given to an engine that reads none, would otherwise end in a TypeError deep in a worker. An
+    engine that passes extra options on (vLLM's, to ``vllm.LLM``) leaves them to the library."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if n not in ("self", "model") and p.kind in (p.POSITIONAL_OR_KEYWORD,
+                                                                                          p.KEYWORD_ONLY)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise EngineOptionError(f"the {cls.name} engine does not take the option{'s' * (len(unknown) > 1)} "
+                                f"{', '.join(unknown)}; it takes: {', '.join(accepted)}")
+
+
+def load_engine(engine: str | None, model: str, cache: str | Path | None = None, **options: Any) -> Engine:
+    """An engine by name (``hf``, ``vllm``, ``openai``; None: ``default_engine()``), wrapped in the request cache
+    when ``cache`` is given. Behind the cache the engine is built on the first request the cache cannot answer,
+    so a job the cache answers whole never loads the model."""
+    cls = engine_class(engine or default_engine())
+    check_options(cls, options)
+    if cache is None:
+        return cls(model, **options)
+    model_key, dtype = cls.key(model, **options)
+    return CachedEngine(Lazy(cls.name, model_key, dtype, lambda: cls(model, **options)), RequestCache(cache))

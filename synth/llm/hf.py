@@ -12,7 +12,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from synth.llm.base import Engine, Request, Result, finish
+from synth.llm.base import Engine, Request, Result, finish, options_key
 from synth.llm.identity import model_identity
 from synth.llm.precision import check_loaded, resolve_dtype
 from synth.models import quiet_transformers, resolve_model
@@ -28,12 +28,8 @@ class HFEngine(Engine):
 
         path = resolve_model(model)
         quiet_transformers()
-        # What changes answers is in the cache key: the weights, their precision, and the context window (a
-        # request over it fails as context_length, and that failure is cached).
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = resolve_dtype("hf", path, dtype, self.device)  # never "auto": see synth.llm.precision
-        self.model_key = (f"{model_identity(path, revision)}:{self.dtype}"
-                          + (f":ctx{max_input_tokens}" if max_input_tokens else ""))
+        self.model_key, self.dtype = self.key(model, revision, self.device, dtype, max_input_tokens)
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
         self.tokenizer.padding_side = "left"
@@ -45,6 +41,18 @@ class HFEngine(Engine):
         self.max_input_tokens = max_input_tokens or getattr(self.model.config, "max_position_embeddings", 4096)
         self._grammars: dict[str, Any] = {}
         self._compiler: Any = None
+
+    @staticmethod
+    def key(model: str, revision: str | None = None, device: str | None = None, dtype: str = "auto",
+            max_input_tokens: int | None = None, **options: Any) -> tuple[str, str]:
+        """The cache key of this engine's answers and the dtype it runs, without loading the model. What changes
+        answers is in the key: the weights, their precision (never "auto": see synth.llm.precision), and the
+        options of ``OUTPUT_OPTIONS``, here the context window (a request over it fails as context_length, and
+        that failure is cached)."""
+        path = resolve_model(model)
+        dtype = resolve_dtype("hf", path, dtype, device)
+        options = {**options, "max_input_tokens": max_input_tokens}
+        return f"{model_identity(path, revision)}:{dtype}{options_key(options)}", dtype
 
     def _render(self, request: Request) -> str:
         if request.prompt is not None:

@@ -1,11 +1,12 @@
 """OpenAI-compatible engine: any server speaking ``/chat/completions`` and ``/completions`` (``vllm serve``,
 TGI, llama.cpp server, hosted APIs).
 
-Requests go out concurrently (``httpx.AsyncClient`` under a semaphore). Each attempt has a hard time limit;
-429, 5xx, timeouts and connection failures (a reset, a refused connection while a server restarts) are retried
-with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time budget, so a batch
-never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason (``timeout``,
-``http_503``, ``connection_error``…), never as an exception.
+Requests go out concurrently: one ``httpx.AsyncClient`` per engine, on an event loop thread of its own, under a
+semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many submitted. Each attempt
+has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused connection while a server
+restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time
+budget, so a batch never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason
+(``timeout``, ``http_503``, ``connection_error``…), never as an exception.
 
 The API key is read from an environment variable at request time and sent as a Bearer header only: it is
 never logged, never put in a result, an error or a cache key.
@@ -18,12 +19,16 @@ import concurrent.futures
 import email.utils
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from synth.llm.base import Engine, Request, Result, finish
+from synth.llm.base import Engine, Request, Result, finish, options_key
 from synth.llm.precision import resolve_dtype
+from synth.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +45,36 @@ class _Retry(Exception):
         self.retry_after = retry_after
 
 
+def _base_url(base_url: str | None) -> str:
+    return (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without ``user:password@``, and those credentials (sent as basic auth): httpx logs the URL of
+    every request, so a password left in it would reach the logs."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
+
+
 class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 16, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
+                 concurrency: int = 128, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
                  max_backoff: float = 20.0, request_budget: float | None = None, dtype: str | None = None) -> None:
         """``dtype``: the precision the server runs, as you know it (the API does not say); it only names the
         cache entries, so answers of a bf16 and an fp32 deployment of one model are never mixed.
+        ``concurrency``: requests at the server at once; the default keeps a local vLLM server's batch full
+        (bench/llm.py). On a slow (CPU) server lower it, so queued requests do not reach ``timeout``.
         ``timeout``: seconds for one attempt, all included (connect, queue at the server, generation).
         ``request_budget``: seconds one request may take over all its attempts and waits; by default enough
         for every attempt to time out and every backoff to reach ``max_backoff``."""
         self.model = model
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url, self._auth = _without_credentials(_base_url(base_url))
         self.api_key_env = api_key_env
         self.concurrency = max(1, int(concurrency))
         self.timeout = float(timeout)
@@ -61,32 +83,68 @@ class OpenAIEngine(Engine):
         self.max_backoff = float(max_backoff)
         self.request_budget = (float(request_budget) if request_budget is not None
                                else (self.max_retries + 1) * self.timeout + self.max_retries * self.max_backoff)
-        self.dtype = resolve_dtype("openai", dtype=dtype)
-        self.model_key = f"openai:{self.base_url}:{model}:{self.dtype}"
+        self.model_key, self.dtype = self.key(model, base_url, dtype)
         self.attempts = 0  # HTTP attempts made, retries included (for reports and tests)
         self.retries = 0
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+        self._sem: asyncio.Semaphore | None = None
 
-    # -- the synchronous face -------------------------------------------------------------------------------
+    @staticmethod
+    def key(model: str, base_url: str | None = None, dtype: str | None = None, **options: Any) -> tuple[str, str]:
+        """The cache key of this server's answers and the dtype it is declared to run."""
+        dtype = resolve_dtype("openai", dtype=dtype)
+        # The server names the answers, its credentials do not (they are not written anywhere: synth.redact).
+        return f"openai:{redact_url(_base_url(base_url))}:{model}:{dtype}{options_key(options)}", dtype
+
+    # -- one client, on an event loop of the engine's own --------------------------------------------------------
+
+    def _submit(self, request: Request) -> concurrent.futures.Future[Result]:
+        """Start one request on the engine's loop (started, with its one client, on the first request)."""
+        with self._start_lock:
+            if self._loop is None:
+                import httpx
+
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="synth-openai", daemon=True)
+                thread.start()
+
+                async def open_client() -> tuple[Any, asyncio.Semaphore]:
+                    limits = httpx.Limits(max_connections=self.concurrency,
+                                          max_keepalive_connections=self.concurrency)
+                    return (httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout), auth=self._auth),
+                            asyncio.Semaphore(self.concurrency))
+
+                self._client, self._sem = asyncio.run_coroutine_threadsafe(open_client(), loop).result()
+                self._loop, self._thread = loop, thread
+        return asyncio.run_coroutine_threadsafe(self._one(self._client, self._sem, request), self._loop)
 
     def generate(self, requests: list[Request]) -> list[Result]:
-        if not requests:
-            return []
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # no loop in this thread (the usual case, worker threads included)
-            return asyncio.run(self.agenerate(requests))
-        # Called from inside a running loop (a notebook, async code): run ours on a thread of its own.
-        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="synth-openai") as pool:
-            return pool.submit(asyncio.run, self.agenerate(requests)).result()
+        # The requests run on the engine's own loop thread, so this works from any thread, a running loop included.
+        futures = [self._submit(r) for r in requests]
+        return [_outcome(f, r) for f, r in zip(futures, requests, strict=True)]
 
     async def agenerate(self, requests: list[Request]) -> list[Result]:
         """The same as ``generate`` for callers that already run an event loop."""
-        import httpx
+        futures = [self._submit(r) for r in requests]
+        if futures:
+            await asyncio.wait([asyncio.wrap_future(f) for f in futures])
+        return [_outcome(f, r) for f, r in zip(futures, requests, strict=True)]
 
-        sem = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout)) as client:
-            return list(await asyncio.gather(*(self._one(client, sem, r) for r in requests)))
+    def feed(self) -> OpenAIFeed:
+        return OpenAIFeed(self)
+
+    def close(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(30)
+        loop.close()
+        self._client = self._sem = self._thread = None
 
     # -- one request ----------------------------------------------------------------------------------------
 
@@ -203,6 +261,42 @@ class OpenAIEngine(Engine):
                       prompt_tokens=int(usage.get("prompt_tokens") or 0),
                       completion_tokens=int(usage.get("completion_tokens") or 0),
                       logprobs=logprobs if request.sampling.logprobs else None)
+
+
+class OpenAIFeed:
+    """Requests start as they are submitted and come back as each finishes; the engine's semaphore holds them to
+    ``concurrency`` at the server, the stream's window (``window``) to a few times that in all (backpressure)."""
+
+    def __init__(self, engine: OpenAIEngine) -> None:
+        self.engine = engine
+        self.window = 4 * engine.concurrency
+        self.done: queue.SimpleQueue[tuple[int, Result]] = queue.SimpleQueue()
+
+    def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
+        for tag, request in items:
+            self.engine._submit(request).add_done_callback(
+                lambda f, tag=tag, request=request: self.done.put((tag, _outcome(f, request))))
+        return []
+
+    def poll(self, timeout: float) -> list[tuple[int, Result]]:
+        try:
+            out = [self.done.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                out.append(self.done.get_nowait())
+            except queue.Empty:
+                return out
+
+
+def _outcome(future: concurrent.futures.Future[Result], request: Request) -> Result:
+    """A finished request's result; a bug that escaped ``_one`` fails that request alone (and is retried later)."""
+    try:
+        return future.result()
+    except Exception as e:
+        log.warning("request %s: %s", request.id, type(e).__name__)
+        return Result.failed(request, f"engine_error:{type(e).__name__}")
 
 
 class _Final(Exception):

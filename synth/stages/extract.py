@@ -2,9 +2,9 @@
 
 Two steps, so that what is expensive is done once and what is a choice can be re-run alone:
 
-1. ``01_fragments`` (per input part, in parallel): read documents, normalise, cut into paragraph windows,
+1. ``Fragments`` (per input part, in parallel): read documents, normalise, cut into paragraph windows,
    identify the language with fastText, keep the target language, compute quality signals and dedup keys.
-2. ``01_extract`` (cheap, global): apply the LID and quality thresholds, drop exact and near duplicates across
+2. ``Decide`` (cheap, global): apply the LID and quality thresholds, drop exact and near duplicates across
    the whole corpus (keep-first), then sample the target number of fragments. Changing a threshold or the
    target re-runs only this step.
 """
@@ -19,14 +19,16 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from synth.errors import SynthError
 from synth.extract import dedup, lid, quality
 from synth.extract.fragment import fragment, normalize
 from synth.extract.readers import InputPart, UnreadableInput, expand_inputs, plan_parts, read_part
-from synth.fingerprint import file_digest, fingerprint, stable_id
+from synth.fingerprint import fingerprint, stable_id
+from synth.identity import identity
+from synth.lang import canonical, letters_fit, script_matches, script_of
 from synth.runner import Source, Stage, StageOutput, Task, run_stage
+from synth.stages.gate import Gate
 from synth.stats import ShardStats
 
 DOC_SCHEMA = pa.schema([("source", pa.string()), ("source_id", pa.string()), ("text", pa.string()),
@@ -48,8 +50,9 @@ class ExtractSettings:
     min_len: int = 200
     max_len: int = 2000
     tokenizer: str | None = None  # measure lengths in this tokenizer's tokens instead of characters
-    lid_model: str = "auto"  # "auto": best measured installed model; "lid176"; "heliport"; a fastText path
-    lid_threshold: float | None = None  # None: the model's default (lid.DEFAULT_THRESHOLD)
+    lid_model: str = "auto"  # "auto": most precise measured installed model; "lid176"; "heliport";
+    # "heliport+lid176" (both must agree); "glotlid"/"openlid" (synth models get); a fastText path
+    lid_threshold: float | None = None  # None: the model's default (lid.default_threshold)
     min_script_share: float = 0.5
     quality_config: str | None = None  # a quality.toml with per-language thresholds
     pii: bool = False
@@ -60,33 +63,17 @@ class ExtractSettings:
     max_doc_bytes: int = 20 << 20
 
     def __post_init__(self) -> None:
-        try:
-            self.lang = lid.normalize_lang(self.lang)
-        except ValueError as e:
-            raise ExtractError(str(e)) from e
+        self.lang = canonical(self.lang)  # LanguageError (a SynthError) names a bad code
         if self.lid_model == "auto":
             self.lid_model = lid.choose_model(self.lang)
         if self.lid_threshold is None:
-            self.lid_threshold = lid.DEFAULT_THRESHOLD.get(self.lid_model, 0.5)
+            self.lid_threshold = lid.default_threshold(self.lid_model)
         if self.sample not in ("first", "uniform"):
             raise ExtractError(f"--sample must be 'first' or 'uniform', not {self.sample!r}")
         if self.txt_mode not in ("file", "paragraphs"):
             raise ExtractError(f"--txt-mode must be 'file' or 'paragraphs', not {self.txt_mode!r}")
         if not 0 < self.min_len <= self.max_len:
             raise ExtractError(f"need 0 < min length ({self.min_len}) <= max length ({self.max_len})")
-
-
-def _file_identity(path: Path) -> str:
-    """Cheap content identity of a raw input: size and the hash of its first and last 64 KiB."""
-    p = path / "dataset_info.json" if path.is_dir() else path
-    h = hashlib.blake2b(digest_size=16)
-    size = path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    with open(p, "rb") as f:
-        h.update(f.read(1 << 16))
-        if p.stat().st_size > 1 << 17:
-            f.seek(-(1 << 16), 2)
-            h.update(f.read())
-    return f"{size}:{h.hexdigest()}"
 
 
 class CorpusSource(Source):
@@ -111,7 +98,7 @@ class CorpusSource(Source):
     def fingerprint(self) -> str:
         if self._fp is None:
             s = self.settings
-            ids = {p: _file_identity(Path(p)) for p in sorted({part.path for part in self.parts})}
+            ids = {p: identity(p) for p in sorted({part.path for part in self.parts})}
             self._fp = fingerprint({
                 "files": ids, "parts": [asdict(p) for p in self.parts], "text_field": s.text_field,
                 "id_field": s.id_field, "txt_mode": s.txt_mode, "max_doc_bytes": s.max_doc_bytes,
@@ -141,22 +128,13 @@ class CorpusSource(Source):
             yield pa.Table.from_pylist(rows + errors, DOC_SCHEMA)
 
 
-def _lid_identity(spec: str) -> str:
-    """What goes into the fingerprint for a LID model: its name, or the digest of a model file."""
-    if spec in ("lid176", "heliport"):
-        return spec
-    if not Path(spec).is_file():
-        raise ExtractError(f"LID model {spec!r} is neither 'auto', 'lid176', 'heliport' nor a fastText model file")
-    return f"fasttext:{file_digest(spec)}"
-
-
 @dataclass
 class Fragments(Stage):
     """Documents → target-language fragments with LID score, quality signals and dedup keys."""
 
     name = "fragments"
     step = 1
-    version = "1"
+    version = "2"  # 2: the letter check on wrong_script (Arabic, Russian)
     lang: str = "swh"
     min_len: int = 200
     max_len: int = 2000
@@ -205,8 +183,9 @@ class Fragments(Stage):
             if label != self.lang:
                 stats.drop("other_language", label)
                 continue
-            script, share = lid.script_of(f["fragment"])
-            if not lid.script_matches(self.lang, script) or share < self.min_script_share:
+            script, share = script_of(f["fragment"])
+            fits = script_matches(self.lang, script) and letters_fit(self.lang, f["fragment"])
+            if not fits or share < self.min_script_share:
                 stats.drop("wrong_script", label)
                 continue
             if self.pii:
@@ -247,8 +226,8 @@ FRAGMENT_SCHEMA = _fragment_schema()
 
 
 @dataclass
-class Decide(Stage):
-    """Applies the global decisions (thresholds, dedup, sampling) computed over all fragments."""
+class Decide(Gate):
+    """Applies the global decisions (thresholds, dedup, sampling) computed over all fragments by ``decide``."""
 
     name = "extract"
     step = 1
@@ -256,12 +235,10 @@ class Decide(Stage):
     decisions: str = ""  # fingerprint of the decision settings and the number of parts they cover
     reasons: dict[str, str] = field(default_factory=dict, metadata={"fingerprint": False})
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        ids = batch.column("id").to_pylist()
-        why = pa.array([self.reasons.get(i) for i in ids], pa.string())
-        for reason in sorted({r for r in why.to_pylist() if r is not None}):
-            batch = stats.drop_mask(batch, pc.equal(why, reason), reason)
-            why = why.filter(pc.invert(pc.fill_null(pc.equal(why, reason), False)))
+    def decision(self) -> dict[str, str]:
+        return self.reasons
+
+    def finish(self, batch: pa.Table, reasons: list[str | None], stats: ShardStats) -> pa.Table:
         return batch.drop_columns(["minhash"])
 
     def output_schema(self) -> pa.Schema:
@@ -311,7 +288,7 @@ def extract(
     workers: int = 1,
     progress: bool = True,
 ) -> StageOutput:
-    """Run stage 1 and return ``01_extract``. With ``sample="first"`` reading stops once enough are kept."""
+    """Run stage 1 and return the decided fragments. With ``sample="first"`` reading stops once enough are kept."""
     try:
         files = expand_inputs(inputs)
     except FileNotFoundError as e:
@@ -322,7 +299,7 @@ def extract(
     source = CorpusSource(parts, settings)
     lid_path = None if settings.lid_model == "lid176" else settings.lid_model
     stage = Fragments(lang=settings.lang, min_len=settings.min_len, max_len=settings.max_len,
-                      tokenizer=settings.tokenizer, lid_model=_lid_identity(settings.lid_model),
+                      tokenizer=settings.tokenizer, lid_model=lid.identity(settings.lid_model),
                       min_script_share=settings.min_script_share, pii=settings.pii, lid_path=lid_path)
     warn = lid.weakness(settings.lang, stage.lid_model)
     if warn:

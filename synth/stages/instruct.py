@@ -15,27 +15,18 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from synth.extract import lid
+from synth.lang import ENGLISH
 from synth.llm import Request, Sampling
-from synth.runner import StageOutput
+from synth.prompts import get_prompt
 from synth.stages import checks as ck
 from synth.stages.checks import CheckSettings
-from synth.stages.llm_stage import LLMStage
-from synth.stages.translate import (
-    ENGLISH,
-    _with_cache,
-    drop_reasons,
-    extend_schema,
-    get_prompt,
-    lid_identity,
-    resolve_lid,
-    run_on,
-)
+from synth.stages.gate import Check
+from synth.stages.llm_stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
 
 # Kinds of request a whole text can answer, with the hint the prompt gives. A request to summarise or rewrite
@@ -49,8 +40,21 @@ TASK_TYPES = {
     "description": "a request to describe something the text describes",
     "list": "a request to list the points, steps or items that the text lists",
 }
-ADDED = [("instruction_en", pa.string()), ("task_type", pa.string()), ("instruction_en_lid", pa.float32())]
 _LIST_LINE = re.compile(r"^\s*(?:[-*•·]|\d+[.)]|[a-z][.)]|\([a-z0-9]+\))\s+", re.MULTILINE)
+
+
+def too_short(o: Output, s: CheckSettings) -> bool:
+    """Under ``min_instruction_chars`` characters or ``min_instruction_words`` words."""
+    return len(o.text) < s.min_instruction_chars or len(ck.tokens(o.text)) < s.min_instruction_words
+
+
+def too_long(o: Output, s: CheckSettings) -> bool:
+    return len(o.text) > s.max_instruction_chars
+
+
+def copies_response(o: Output, s: CheckSettings) -> bool:
+    """The prompt's answer markers echoed, or more than ``max_copy_share`` of the response copied."""
+    return any(m in o.text for m in ck.ECHO_MARKERS) or ck.copy_share(o.text, o.source) > s.max_copy_share
 
 
 def eligible_types(text: str) -> list[str]:
@@ -86,6 +90,14 @@ class Instruct(LLMStage):
     name = "instruct"
     step = 3
     version = "1"
+    CHECKS = (
+        Check(ck.TOO_SHORT, too_short, "min_instruction_chars"),
+        Check(ck.TOO_LONG, too_long, "max_instruction_chars"),
+        Check(ck.COPIES_RESPONSE, copies_response, "max_copy_share"),
+        Check(ck.NOT_USER_VOICE, lambda o, s: ck.is_not_user_voice(o.text)),
+        LANGUAGE_CHECK,
+    )
+    ADDED = (("instruction_en", pa.string()), ("task_type", pa.string()), ("instruction_en_lid", pa.float32()))
     prompt: str = "reverse_instruction"
     task_types: str = "row"  # "row": picked from the row id; "model": the model picks (JSON output)
     seed: int = 0  # for the row-picked task types
@@ -99,12 +111,12 @@ class Instruct(LLMStage):
         self.checks = ck.as_check_settings(self.checks)
         if self.task_types not in ("row", "model"):
             raise ValueError(f"task_types must be 'row' or 'model', not {self.task_types!r}")
-        self.lid_model = resolve_lid(self.lid_model, ENGLISH)
+        self.lid_model = lid.resolve(self.lid_model, ENGLISH)
 
     def params(self) -> dict[str, Any]:
         p = super().params()
         p["prompt"] = get_prompt(self.prompt).identity
-        p["lid_model"] = lid_identity(self.lid_model)
+        p["lid_model"] = lid.identity(self.lid_model)
         p["task_type_set"] = list(TASK_TYPES)
         p["checks"] = asdict(self.checks)
         return p
@@ -113,9 +125,6 @@ class Instruct(LLMStage):
         super().setup()
         if getattr(self, "_lid", None) is None:
             self._lid = lid.load_identifier(self.lid_model)
-
-    def output_schema(self) -> pa.Schema | None:
-        return extend_schema(getattr(self, "_input_schema", None), ADDED)
 
     def requests(self, ids: list[str], responses: list[str]) -> tuple[list[Request], list[str | None]]:
         """One request per row and the task type asked for (None in model mode: the model says)."""
@@ -141,37 +150,17 @@ class Instruct(LLMStage):
         reqs, kinds = self.requests(ids, responses)
         results = self.ask(reqs, stats) if reqs else []
         reasons: list[str | None] = []
-        instructions: list[str] = []
+        outputs: list[Output] = []
         for i, r in enumerate(results):
             text = r.text
             if self.task_types == "model" and r.ok and r.finish_reason != "length":
                 text, kinds[i] = r.parsed["instruction"], r.parsed["task_type"]
             cleaned, reason = ck.result_problem(text, r.finish_reason, r.error, self.checks)
-            if reason is None:
-                reason = ck.instruction_problem(cleaned, responses[i], self.checks)
             reasons.append(reason)
-            instructions.append(cleaned)
-        probs = [0.0] * len(ids)
-        todo = [i for i, r in enumerate(reasons) if r is None]
-        verdicts = ck.language_verdicts([instructions[i] for i in todo], ENGLISH, self._lid, self.checks.min_lid_prob)
-        for i, v in zip(todo, verdicts, strict=True):
-            probs[i] = v.prob
-            if not v.ok:
-                reasons[i] = ck.WRONG_LANGUAGE
-        for i, reason in enumerate(reasons):
-            if reason is None:
-                stats.count(f"task_type_{kinds[i]}")
-        batch, kept = drop_reasons(batch, reasons, stats)
-        return (batch.append_column("instruction_en", pa.array([instructions[i] for i in kept], pa.string()))
+            outputs.append(Output(cleaned, responses[i], ENGLISH, ENGLISH))
+        batch, kept = self.apply_checks(batch, outputs, reasons, stats, lid=self._lid)
+        for i in kept:
+            stats.count(f"task_type_{kinds[i]}")
+        return (batch.append_column("instruction_en", pa.array([outputs[i].text for i in kept], pa.string()))
                 .append_column("task_type", pa.array([kinds[i] for i in kept], pa.string()))
-                .append_column("instruction_en_lid", pa.array([probs[i] for i in kept], pa.float32())))
-
-
-def instruct(rundir: str | Path, progress: bool = True, **settings: Any) -> StageOutput:
-    """Run stage 3 on the run's current ``02_translate`` and return ``03_instruct``.
-
-    ``settings`` are ``Instruct``'s fields (engine, model, task_types, max_tokens, checks…); ``cache="auto"``
-    (the default) uses synth's shared request cache, ``cache=None`` none.
-    """
-    source = StageOutput.current(rundir, "02_translate")
-    return run_on(Instruct(**_with_cache(settings)), source, rundir, progress)
+                .append_column("instruction_en_lid", pa.array([outputs[i].verdict.prob for i in kept], pa.float32())))

@@ -1,33 +1,85 @@
 """The base of every stage that calls an LLM: engine set-up, the request cache, token and cache counters.
 
 Stages say what to ask (``requests``) and what to do with the answers; the engine layer does batching,
-retries and caching. A request that failed because of its answer (``parse_error``, ``context_length``…) is a
-drop with that reason and its row is counted. A request that failed for reasons outside it (the server down or
-overloaded past the engine's retries, a wrong key, a timeout) fails the shard instead: dropping the row would
-lose it for good, since a finished shard is never redone. The answers that did come back are cached, so the
-rerun pays only for the rest.
+retries and caching. Each stage declares its output checks in ``CHECKS`` (``gate.Check``: reason, function,
+setting); ``apply_checks`` runs them in order on every answer that is not already broken and drops the rows
+that fail, counted under the first failing check per language. A new check is one function and one line; the
+check reasons are part of the fingerprint, so adding or removing one recomputes the stage's output.
+
+A request that failed because of its answer (``parse_error``, ``context_length``…) is a drop with that reason
+and its row is counted. A request that failed for reasons outside it (the server down or overloaded past the
+engine's retries, a wrong key, a timeout) fails the shard instead: dropping the row would lose it for good,
+since a finished shard is never redone. The answers that did come back are cached, so the rerun pays only for
+the rest.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+import pyarrow as pa
+
+from synth.extract.lid import Identifier
+from synth.identity import identity as model_identity
 from synth.llm import Engine, Request, Result, load_engine
+from synth.llm.base import output_options
 from synth.llm.factory import default_engine
-from synth.llm.identity import model_identity
 from synth.llm.precision import resolve_dtype
 from synth.models import resolve_model
 from synth.runner import Stage, StageError
+from synth.stages import checks as ck
+from synth.stages.checks import CheckSettings, LanguageVerdict
+from synth.stages.gate import Check, first_failure
 from synth.stats import ShardStats
 
-OUTPUT_OPTIONS = ("max_model_len", "max_input_tokens", "base_url", "quantization")
+
+def default_cache() -> str:
+    """The request cache ``synth generate`` uses too: a rerun, in any run directory, does not pay twice."""
+    from synth.models import cache_dir
+
+    return str(cache_dir() / "llm" / "requests.sqlite")
+
+
+def with_cache(settings: dict[str, Any]) -> dict[str, Any]:
+    """Stage settings with ``cache="auto"`` (or none given) turned into the shared request cache."""
+    if settings.get("cache", "auto") == "auto":
+        settings["cache"] = default_cache()
+    return settings
+
+
+@dataclass
+class Output:
+    """One model answer under check: the cleaned ``text``, the ``source`` it was made from, the source's
+    ``lang`` and the language the text must be in (``target``). ``verdict``: LID's, set by ``apply_checks``."""
+
+    text: str
+    source: str
+    lang: str
+    target: str
+    verdict: LanguageVerdict | None = None
+
+
+def wrong_language(o: Output, s: CheckSettings) -> bool:
+    """LID's top language is not the target, or has less than ``min_lid_prob``, or a paragraph is in another."""
+    if o.verdict is None:
+        raise ValueError("wrong_language needs LID's verdict: give apply_checks the stage's identifier")
+    return not o.verdict.ok
+
+
+LANGUAGE_CHECK = Check(ck.WRONG_LANGUAGE, wrong_language, "min_lid_prob")
 
 
 @dataclass
 class LLMStage(Stage):
-    """Fields shared by LLM stages. ``engine_options`` and ``cache`` do not change the rows."""
+    """Fields shared by LLM stages. ``engine_options`` and ``cache`` do not change the rows.
+
+    ``CHECKS`` are run by ``apply_checks`` with the stage's ``checks`` settings (a ``CheckSettings`` field of
+    the stages that have checks); ``ADDED`` are the columns the stage appends to its input's."""
+
+    CHECKS: ClassVar[tuple[Check, ...]] = ()  # their reasons are in the fingerprint (Stage.fingerprint)
+    ADDED: ClassVar[tuple[tuple[str, pa.DataType], ...]] = ()
 
     engine: str = field(default_factory=default_engine)
     model: str = "smollm2"
@@ -38,8 +90,9 @@ class LLMStage(Stage):
     def params(self) -> dict[str, Any]:
         p = super().params()
         # Engine options are left out of the fingerprint (batch sizes, threads, GPU memory do not change rows),
-        # except those that do: precision, the context window (what fails as too long) and the server.
-        changing = {k: v for k, v in sorted(self.engine_options.items()) if k in OUTPUT_OPTIONS}
+        # except those that do, the list the request-cache key is made from too (synth.llm.base.OUTPUT_OPTIONS),
+        # credentials in them redacted; the precision is resolved below.
+        changing = output_options(self.engine_options)
         if changing:
             p["engine_options"] = changing
         # The model's identity (content digest for a local dir), not the path it happens to live at.
@@ -61,8 +114,10 @@ class LLMStage(Stage):
         """Generate, and count tokens, cache hits and failures (by reason) into the shard's stats.
 
         Tokens are counted for every result, cached or not: they measure the work the rows need (what
-        ``synth plan`` projects from); ``llm_requests`` and ``llm_cache_hits`` say how much of it was paid now."""
-        results = self._llm.generate(requests)
+        ``synth plan`` projects from); ``llm_requests`` and ``llm_cache_hits`` say how much of it was paid now.
+        The requests stream through the engine's bounded window (``Engine.stream``): no waves, identical ones
+        sent once, answers cached as they finish."""
+        results = list(self._llm.stream(requests))
         for r in results:
             if r.cached:
                 stats.count("llm_cache_hits")
@@ -84,3 +139,30 @@ class LLMStage(Stage):
         if getattr(self, "_owns_llm", False) and getattr(self, "_llm", None) is not None:
             self._llm.close()
             self._llm, self._owns_llm = None, False
+
+    def output_schema(self) -> pa.Schema | None:
+        """An empty shard's schema: the input's columns (``_input_schema``, set when the stage runs on a
+        finished output) and ``ADDED``; None when either is unknown."""
+        schema = getattr(self, "_input_schema", None)
+        if schema is None or not self.ADDED:
+            return None
+        for name, typ in self.ADDED:
+            schema = schema.append(pa.field(name, typ))
+        return schema
+
+    def apply_checks(self, batch: pa.Table, outputs: list[Output], reasons: list[str | None], stats: ShardStats,
+                     lid: Identifier | None = None) -> tuple[pa.Table, list[int]]:
+        """Give each output that has no reason yet the first of ``CHECKS`` it fails (LID's verdicts, by ``lid``,
+        first), then drop the rows that have a reason, counted under it per language; the rest and their
+        positions in ``batch``."""
+        todo = [i for i, r in enumerate(reasons) if r is None]
+        if lid is not None:
+            for target in sorted({outputs[i].target for i in todo}):
+                idx = [i for i in todo if outputs[i].target == target]
+                verdicts = ck.language_verdicts([outputs[i].text for i in idx], target, lid, self.checks.min_lid_prob)
+                for i, v in zip(idx, verdicts, strict=True):
+                    outputs[i].verdict = v
+        reasons = list(reasons)
+        for i in todo:
+            reasons[i] = first_failure(self.CHECKS, outputs[i], self.checks)
+        return stats.drop_reasons(batch, reasons)

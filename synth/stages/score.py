@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from synth.llm import Request, Result, Sampling
 from synth.prompts import get_prompt
-from synth.runner import StageOutput, run_stage
 from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 
@@ -93,17 +91,3 @@ class Score(LLMStage):
         cols["quality_reason"].append(res.parsed.get("reason") if score is not None else None)
         cols["quality_raw"].append(res.text)
         cols["quality_error"].append(error)
-
-
-def score(rundir: str | Path, progress: bool = True, **settings: Any) -> StageOutput:
-    """Run the judge on the run's current ``03_instruct`` and return ``04_score``.
-
-    ``settings`` are ``Score``'s fields (engine, model, prompt, max_tokens, logprobs…); ``cache="auto"`` (the
-    default) uses synth's shared request cache, ``cache=None`` none.
-    """
-    from synth.stages.translate import default_cache
-
-    if settings.get("cache", "auto") == "auto":
-        settings["cache"] = default_cache()
-    source = StageOutput.current(rundir, "03_instruct")
-    return run_stage(Score(**settings), source.as_source(), rundir, workers=1, progress=progress)

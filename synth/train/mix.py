@@ -25,13 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.errors import SynthError
-from synth.extract.lid import normalize_lang
 from synth.fingerprint import fingerprint
 from synth.io import ShardWriter, atomic_write_text
+from synth.lang import ENGLISH, UNDETERMINED, canonical
 from synth.train.sft import parquet_files
 
 CORE = ("id", "lang", "messages", "instruction", "response")
-ENGLISH = "eng"
 
 
 class MixError(SynthError, ValueError):
@@ -77,7 +76,7 @@ def _by_lang(table: pa.Table) -> dict[str, pa.Table]:
     langs = table.column("lang").to_pylist()
     idx: dict[str, list[int]] = {}
     for i, code in enumerate(langs):
-        idx.setdefault(normalize_lang(code) if code else "und", []).append(i)
+        idx.setdefault(canonical(code or UNDETERMINED), []).append(i)
     return {lang: table.take(pa.array(rows, pa.int64())) for lang, rows in sorted(idx.items())}
 
 
@@ -136,7 +135,7 @@ def mix(
     pools: dict[str, pa.Table] = {}
     if isinstance(multilingual, dict):
         for code, paths in sorted(multilingual.items()):
-            lang = normalize_lang(code)
+            lang = canonical(code)
             files = parquet_files(paths)
             found = _by_lang(_read(files))
             other = sorted(set(found) - {lang})
@@ -153,7 +152,7 @@ def mix(
     pools.pop(ENGLISH, None)
 
     # --- languages and split
-    wanted = sorted({normalize_lang(x) for x in langs} - {ENGLISH}) if langs else sorted(pools)
+    wanted = sorted({canonical(x) for x in langs} - {ENGLISH}) if langs else sorted(pools)
     absent = [x for x in wanted if x not in pools]
     if absent:
         raise MixError(f"no rows for language(s) {absent} in the multilingual input (have {sorted(pools)})")
@@ -163,7 +162,7 @@ def mix(
             raise MixError(f"cannot hold out {unseen} of {len(wanted)} languages and keep one to train on")
         held = sorted(rng.sample(wanted, unseen))
     else:
-        held = sorted({normalize_lang(x) for x in unseen or ()})
+        held = sorted({canonical(x) for x in unseen or ()})
         bad = [x for x in held if x not in wanted]
         if bad:
             raise MixError(f"unseen language(s) {bad} are not among the languages mixed {wanted}")

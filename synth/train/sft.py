@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.io import atomic_write_text
+from synth.lang import UNDETERMINED, canonical
 from synth.models import resolve_model
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -73,14 +74,15 @@ def _to_prompt_completion(row: dict[str, Any]) -> dict[str, Any]:
     msgs = [{"role": m["role"], "content": m["content"]} for m in msgs]
     if msgs[-1]["role"] != "assistant" or len(msgs) < 2:
         raise ValueError(f"row {row.get('id')!r}: the last message must be the assistant's answer to a prompt")
-    return {"prompt": msgs[:-1], "completion": msgs[-1:], "lang": row.get("lang") or "und"}
+    return {"prompt": msgs[:-1], "completion": msgs[-1:], "lang": canonical(row.get("lang") or UNDETERMINED)}
 
 
 def load_sft_dataset(paths: str | Path | Iterable[str | Path], langs: Sequence[str] | None = None,
                      cache_dir: str | Path | None = None) -> Any:
     """A ``datasets.Dataset`` with ``prompt``/``completion`` chats and ``lang``, read from export-schema Parquet.
 
-    ``langs`` keeps only those languages (any spelling ``normalize_lang`` knows).
+    ``langs`` keeps only those languages (any spelling ``synth.lang.canonical`` knows); the rows' own
+    ``lang`` is made canonical too.
     """
     import datasets
     import pyarrow.parquet as pq
@@ -95,9 +97,7 @@ def load_sft_dataset(paths: str | Path | Iterable[str | Path], langs: Sequence[s
                                        cache_dir=str(cache_dir) if cache_dir else None)
     ds = ds.map(_to_prompt_completion, remove_columns=ds.column_names)
     if langs:
-        from synth.extract.lid import normalize_lang
-
-        keep = {normalize_lang(x) for x in langs}
+        keep = {canonical(x) for x in langs}
         ds = ds.filter(lambda r: r["lang"] in keep)
     if len(ds) == 0:
         raise ValueError(f"no training rows in {', '.join(map(str, files))}" + (f" for {langs}" if langs else ""))
@@ -113,11 +113,9 @@ def split_by_lang(ds: Any) -> dict[str, Any]:
 def _load_val(val_data: Any, cache_dir: Path) -> dict[str, Any]:
     """``val_data``: paths (split by their ``lang`` column) or ``{lang: path}``."""
     if isinstance(val_data, dict):
-        from synth.extract.lid import normalize_lang
-
         out = {}
         for lang, path in sorted(val_data.items()):
-            code = normalize_lang(lang)
+            code = canonical(lang)
             out[code] = load_sft_dataset(path, langs=[code], cache_dir=cache_dir)
         return out
     return split_by_lang(load_sft_dataset(val_data, cache_dir=cache_dir))

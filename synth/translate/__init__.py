@@ -1,0 +1,128 @@
+"""Translators: one protocol for every way a stage turns text into another language.
+
+Stage 2 (into English) and stage 5 (into the target language, and back for the round trip) name a backend with
+their ``translator`` setting; ``backend(name)`` finds it in ``BACKENDS``. A backend is made from the stage and a
+``Direction`` (which of the stage's settings hold this direction's prompt or model), reads its settings from the
+stage, and answers for its part of the stage's fingerprint: ``params`` (its models and prompts by identity). Its
+``FIELDS`` are the stage settings only it reads; they stay out of the fingerprint while another backend is in
+use. A new backend is a module here, its settings in ``TranslatorSettings``, and a line in
+``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+from functools import cache
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+from synth.errors import SynthError
+from synth.lang import canonical
+from synth.stats import ShardStats
+
+Translation = tuple[str, str | None]  # (cleaned translation, the reason it failed or None)
+
+BACKENDS = {
+    "llm": "synth.translate.llm.LLMTranslator",
+    "seq2seq": "synth.translate.seq2seq.Seq2SeqBackend",
+    "apertium": "synth.translate.apertium.ApertiumTranslator",
+}
+
+
+class TranslateError(SynthError, ValueError):
+    """Settings that cannot work (an unknown translator, seq2seq without a model…)."""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """Which of a stage's settings one direction of translation reads."""
+
+    prompt: str = "prompt"  # LLM: the setting that names the prompt
+    mt_model: str = "mt_model"  # seq2seq: the setting that names the model (unset: ``mt_model``)
+    id_suffix: str = ""  # LLM: added to request ids, so the round trip of a row is told apart from its forward
+
+
+FORWARD = Direction()
+ROUND_TRIP = Direction(prompt="roundtrip_prompt", mt_model="roundtrip_mt_model", id_suffix=":back")
+
+
+@runtime_checkable
+class Translator(Protocol):
+    """One direction of translation for a stage: ``translate`` gives per text ``(cleaned text, reason or None)``,
+    the reason being one of the shared output checks (``synth.stages.checks``) or the engine's own."""
+
+    FIELDS: ClassVar[frozenset[str]]
+
+    def __init__(self, stage: Any, direction: Direction = FORWARD) -> None: ...
+
+    def params(self) -> dict[str, Any]: ...
+
+    def setup(self) -> None: ...
+
+    def translate(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
+                  stats: ShardStats) -> list[Translation]: ...
+
+    def close(self) -> None: ...
+
+
+def backend(name: str) -> type[Translator]:
+    """The translator class called ``name`` (a key of ``BACKENDS``)."""
+    if name not in BACKENDS:
+        raise TranslateError(f"translator must be one of {', '.join(BACKENDS)}, not {name!r}")
+    module, _, cls = BACKENDS[name].rpartition(".")
+    return getattr(importlib.import_module(module), cls)
+
+
+@cache
+def backend_fields() -> frozenset[str]:
+    """The stage settings that belong to some backend."""
+    return frozenset().union(*(backend(name).FIELDS for name in BACKENDS))
+
+
+@dataclass
+class TranslatorSettings:
+    """Settings of the stages that translate (2, and 5), besides the LLM's own (engine, model, prompt…)."""
+
+    translator: str = "llm"  # a key of BACKENDS: "llm", the stage's engine and model; "seq2seq", mt_model;
+    # "apertium", Debian's rule-based MT (the apertium command and its pair packages)
+    mt_model: str | None = None  # local directory or hub name (facebook/nllb-200-distilled-600M, …)
+    mt_revision: str | None = None
+    mt_family: str | None = None  # nllb, m2m100, madlad, marian (None: detected from the model)
+    mt_num_beams: int = 1
+    mt_max_input_tokens: int = 200  # MT pieces: paragraphs or sentence groups up to this many tokens
+    mt_max_new_tokens: int | None = None  # per piece; None: twice the input plus 16
+    mt_options: dict[str, Any] = field(default_factory=dict, metadata={"fingerprint": False})  # device, batch_size
+    # LLM, into English: a piece's token budget is min(max_tokens, 32 + this × its characters). A translation is
+    # about as long as its source, so a model stuck in a loop is stopped early (and dropped as truncated) instead
+    # of generating max_tokens of repetition, which is most of the time a weak model costs. Not applied into the
+    # target language, whose text may take several tokens a character in an English-centred tokenizer.
+    max_tokens_per_char: float = 0.6
+
+    def translator_for(self, direction: Direction = FORWARD) -> Translator:
+        """The backend named by ``translator`` for one direction (cheap: models load in its ``setup``)."""
+        return backend(self.translator)(self, direction)
+
+    def translation_params(self, *directions: Direction) -> dict[str, Any]:
+        """Fingerprint params: the stage's own settings, and those of its translator for ``directions``; never
+        the settings of a backend that is not in use."""
+        p = {f.name: getattr(self, f.name) for f in fields(self)
+             if f.metadata.get("fingerprint", True) and f.name not in backend_fields()}
+        for direction in directions:
+            p.update(self.translator_for(direction).params())
+        return p
+
+
+def translate_all(translator: Translator, texts: list[str], src_langs: list[str], tgt_langs: list[str],
+                  ids: list[str], stats: ShardStats) -> list[Translation]:
+    """Translate each text, except those already in the target language: they are copied (counted as
+    ``copied_same_language``), not sent to a model, since English data needs no English translation."""
+    out: list[Translation] = [(t, None) for t in texts]
+    todo = [i for i, (s, t) in enumerate(zip(src_langs, tgt_langs, strict=True)) if canonical(s) != canonical(t)]
+    if len(todo) < len(texts):
+        stats.count("copied_same_language", len(texts) - len(todo))
+    if todo:
+        done = translator.translate([texts[i] for i in todo], [src_langs[i] for i in todo],
+                                    [tgt_langs[i] for i in todo], [ids[i] for i in todo], stats)
+        for i, res in zip(todo, done, strict=True):
+            out[i] = res
+    return out

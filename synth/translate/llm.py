@@ -1,0 +1,85 @@
+"""Translation by the stage's own LLM: its engine, model and sampling, a prompt per direction, piece by piece.
+
+Long texts are cut at paragraph or sentence boundaries into pieces of at most ``chunk_chars`` characters, the
+pieces are asked in one batch and joined again; a text fails with the first failing piece's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+from typing import Any
+
+from synth.lang import ENGLISH
+from synth.lang import name as language_name
+from synth.llm import Request, Sampling
+from synth.prompts import get_prompt
+from synth.stages import checks as ck
+from synth.stages.llm_stage import LLMStage
+from synth.stats import ShardStats
+from synth.text import join_pieces, split_text
+from synth.translate import FORWARD, ROUND_TRIP, Direction, Translation
+
+SETTINGS = frozenset({"engine", "model", "revision", "temperature", "repetition_penalty", "max_tokens",
+                      "max_tokens_per_char", "chunk_chars"})
+PROMPTS = frozenset({FORWARD.prompt, ROUND_TRIP.prompt})
+
+
+class LLMTranslator:
+    """Into English the prompt gets ``source_lang`` and each piece a token budget (``max_tokens_per_char``);
+    from English it gets ``target_lang`` and ``max_tokens`` alone."""
+
+    FIELDS = SETTINGS | PROMPTS
+
+    def __init__(self, stage: LLMStage, direction: Direction = FORWARD) -> None:
+        self.stage = stage
+        self.direction = direction
+
+    @property
+    def prompt_name(self) -> str:
+        return getattr(self.stage, self.direction.prompt)
+
+    def params(self) -> dict[str, Any]:
+        """What the LLM stage puts in its fingerprint for the engine and model, and this direction's prompt."""
+        # The stage's own settings and another backend's: what LLMStage.params adds (engine options…) stays.
+        others = {f.name for f in fields(self.stage) if f.metadata.get("fingerprint", True)} - SETTINGS
+        p = {k: v for k, v in LLMStage.params(self.stage).items() if k not in others}
+        p[self.direction.prompt] = get_prompt(self.prompt_name).identity
+        return p
+
+    def setup(self) -> None:
+        LLMStage.setup(self.stage)
+
+    def close(self) -> None:
+        LLMStage.teardown(self.stage)
+
+    def translate(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
+                  stats: ShardStats) -> list[Translation]:
+        stage = self.stage
+        prompt = get_prompt(self.prompt_name)
+        sampling = Sampling(max_tokens=stage.max_tokens, temperature=stage.temperature,
+                            repetition_penalty=stage.repetition_penalty)
+        requests: list[Request] = []
+        layout: list[tuple[list[str], int]] = []  # per text: its separators and the index of its first request
+        for text, src, tgt, rid in zip(texts, src_langs, tgt_langs, ids, strict=True):
+            pieces, seps = split_text(text, stage.chunk_chars, len, merge=True)
+            layout.append((seps, len(requests)))
+            into_english = tgt == ENGLISH
+            lang = {"source_lang": language_name(src)} if into_english else {"target_lang": language_name(tgt)}
+            for k, piece in enumerate(pieces):
+                budget = sampling if not into_english else replace(
+                    sampling, max_tokens=min(sampling.max_tokens, 32 + int(stage.max_tokens_per_char * len(piece))))
+                requests.append(Request(id=f"{rid}{self.direction.id_suffix}#{k}",
+                                        messages=prompt.render(**lang, text=piece), sampling=budget))
+        results = stage.ask(requests, stats) if requests else []
+        out: list[Translation] = []
+        for seps, first in layout:
+            parts, reason = [], None if seps else ck.EMPTY
+            for r in results[first : first + len(seps)]:
+                cleaned, problem = ck.result_problem(r.text, r.finish_reason, r.error, stage.checks)
+                reason = reason or problem
+                parts.append(cleaned)
+            joined = join_pieces(parts, seps) if reason is None else ""
+            if reason is None and len(seps) > 1:
+                reason = ck.text_problem(joined, settings=stage.checks)
+            out.append((joined, reason))
+        return out

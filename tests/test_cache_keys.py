@@ -1,0 +1,55 @@
+"""The request-cache key and the stage fingerprint name an engine's answers from ONE list of output-changing
+options (synth.llm.base.OUTPUT_OPTIONS): an option changes both or neither, so an fp8 run is never served
+answers cached from a bf16 one. Engines are not loaded: the cache builds them only on a miss."""
+
+from __future__ import annotations
+
+import pytest
+
+from synth.llm import Request, load_engine
+from synth.llm.base import OUTPUT_OPTIONS
+from synth.stages.score import Score
+
+REQUEST = Request("q", messages=[{"role": "user", "content": "What is the capital of France?"}])
+
+
+def names(tmp_path, engine: str, options: dict) -> tuple[str, str]:
+    """(the cache key of one request, the Score stage's fingerprint) under these engine options."""
+    llm = load_engine(engine, "smollm2", cache=tmp_path / "cache.sqlite", **options)
+    key = REQUEST.cache_key(llm.model_key)
+    llm.close()
+    return key, Score(engine=engine, model="smollm2", engine_options=options).fingerprint("input")
+
+
+@pytest.mark.parametrize(("engine", "option", "a", "b"), [
+    ("vllm", "quantization", None, "fp8"),
+    ("vllm", "max_model_len", 512, 1024),
+    ("vllm", "kv_cache_dtype", "auto", "fp8"),
+    ("vllm", "tokenizer", None, "/models/other-tokenizer"),
+    ("hf", "max_input_tokens", 512, 1024),
+    ("openai", "base_url", "http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"),
+])
+def test_an_option_that_changes_answers_changes_key_and_fingerprint(tmp_path, engine, option, a, b):
+    assert option in OUTPUT_OPTIONS
+    key_a, fp_a = names(tmp_path, engine, {} if a is None else {option: a})
+    key_b, fp_b = names(tmp_path, engine, {option: b})
+    assert key_a != key_b and fp_a != fp_b
+
+
+@pytest.mark.parametrize(("engine", "option", "a", "b"), [
+    ("vllm", "gpu_memory_utilization", 0.5, 0.9),
+    ("vllm", "tensor_parallel_size", 1, 2),
+    ("hf", "batch_size", 1, 8),
+    ("openai", "concurrency", 1, 16),
+])
+def test_an_option_that_changes_speed_changes_neither(tmp_path, engine, option, a, b):
+    assert option not in OUTPUT_OPTIONS
+    assert names(tmp_path, engine, {option: a}) == names(tmp_path, engine, {option: b})
+
+
+def test_credentials_in_the_server_url_name_nothing(tmp_path):
+    """A rotated password serves the same cached answers, and the key does not carry it."""
+    first = names(tmp_path, "openai", {"base_url": "http://me:hunter2@127.0.0.1:9/v1"})
+    assert names(tmp_path, "openai", {"base_url": "http://me:rotated3@127.0.0.1:9/v1"}) == first
+    llm = load_engine("openai", "smollm2", base_url="http://me:hunter2@127.0.0.1:9/v1")
+    assert "hunter2" not in llm.model_key and llm.model_key.startswith("openai:http://<redacted>@127.0.0.1:9/v1:")

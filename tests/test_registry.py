@@ -1,0 +1,124 @@
+"""The pipeline is declared once (synth.pipeline.PIPELINE): a stage added by one registry line runs in
+`synth run` and shows up in stats.json, `synth plan`, report.html and the dataset card; config sections, CLI
+commands, lineage and the stage keys all come from the registry."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import tomli_w
+from toy_stages import Words
+from typer.testing import CliRunner
+
+from synth import pipeline
+from synth.cli import app
+from synth.config import ConfigError
+from synth.pipeline import PIPELINE, RunSettings, StageSpec
+from synth.plan import plan
+from synth.runner import StageOutput
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT / "examples" / "corpus" / "noise" / "udhr_english.txt"
+WORDS = StageSpec("05_words", Words, reads="05_fidelity", label="word count")  # the one registry line
+
+
+@pytest.fixture
+def with_words(monkeypatch):
+    """The pipeline with the toy stage after the fidelity gate (a copy: other tests see the real one)."""
+    monkeypatch.setattr(pipeline, "PIPELINE", PIPELINE.register(WORDS, after="05_fidelity"))
+    return pipeline.PIPELINE
+
+
+def test_stage_keys_are_spelled_in_one_file_only():
+    keys = [s.key for s in PIPELINE]
+    spelled = {p.relative_to(ROOT).as_posix() for p in (ROOT / "synth").rglob("*.py")
+               if any(k in p.read_text(encoding="utf-8") for k in keys)}
+    assert spelled == {"synth/pipeline.py"}
+
+
+def test_registry_refuses_a_stage_that_reads_what_is_not_before_it():
+    with pytest.raises(ValueError, match="reads 05_fidelity"):
+        PIPELINE.register(WORDS, after="04_score")
+    with pytest.raises(ValueError, match=r"section \[select\] is taken"):
+        PIPELINE.register(StageSpec("05_words", Words, reads="05_fidelity", section="select"))
+
+
+def test_a_registered_stage_has_a_config_section_checked_like_the_others(with_words):
+    s = RunSettings.from_dict({"lang": "sw", "input": ["x"], "words": {"min_words": 3}})
+    assert s.values(with_words["05_words"]) == {"min_words": 3} and s.lang == "swh"
+    with pytest.raises(ConfigError, match=r"\[words\]: unknown setting\(s\) min_word"):
+        RunSettings.from_dict({"lang": "sw", "input": ["x"], "words": {"min_word": 3}})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        RunSettings.from_dict({"lang": "sw", "input": ["x"], "words": {"min_words": 3}, "wrds": {}})
+
+
+def test_stage_commands_and_their_options_come_from_the_registry():
+    runner = CliRunner()
+    for command, specs in PIPELINE.commands().items():
+        res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, res.output
+        for flag in (f for s in specs for f in s.flags):
+            assert f"--{flag.option}" in res.output, (command, flag)
+        assert ("--engine-opt" in res.output) == any(s.uses_model for s in specs)
+        assert "--config" in res.output
+
+
+def test_flags_win_over_the_config_of_a_stage_command(tmp_path):
+    """`synth translate --config` reads the same sections as `synth run`; a flag wins; a bad key is named."""
+    config = tmp_path / "run.toml"
+    config.write_text(tomli_w.dumps({"model": "top-model", "translate": {"max_tokens": 7, "model": "cfg-model"}}))
+    s = RunSettings.load(config, sections={"translate": {"model": "flag-model", "translator": None}})
+    assert s.values(PIPELINE["02_translate"])["model"] == "flag-model"
+    assert s.values(PIPELINE["02_translate"])["max_tokens"] == 7
+    assert s.values(PIPELINE["03_instruct"])["model"] == "top-model"  # the top level is every stage's default
+    config.write_text('[translate]\nmax_tokenz = 7\n')
+    res = CliRunner().invoke(app, ["translate", "--out", str(tmp_path / "rd"), "--config", str(config)])
+    assert res.exit_code == 2 and "[translate]: unknown setting(s) max_tokenz" in " ".join(res.output.split())
+
+
+@pytest.mark.slow
+def test_a_stage_added_by_one_line_runs_and_is_reported_everywhere(with_words, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(p for p in CORPUS.read_text().split("\n\n") if len(p) > 150))
+    cache = str(tmp_path / "requests.sqlite")
+    llm = {"cache": cache, "engine_options": {"dtype": "bfloat16"}}
+    config = tmp_path / "run.toml"
+    config.write_text(tomli_w.dumps({
+        "lang": "en", "input": [str(corpus)], "fragments": 4, "engine": "hf", "extract": {"txt_mode": "paragraphs"},
+        **{s.section: llm for s in with_words if s.uses_model}, "words": {"min_words": 60}}))
+    rundir = tmp_path / "run"
+    res = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(rundir), "--quiet"],
+                             env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert re.search(r"05_words\s", res.output)  # the run's funnel
+
+    words = StageOutput.current(rundir, "05_words")  # its folder and rows
+    gated = StageOutput.current(rundir, "05_fidelity").read()
+    rows = words.read()
+    assert words.manifest["params"] == {"min_words": 60} and words.manifest["input_fingerprint"] == \
+        StageOutput.current(rundir, "05_fidelity").fingerprint
+    assert rows.column("words").to_pylist() == [len(t.split()) for t in rows.column("fragment").to_pylist()]
+    assert all(n >= 60 for n in rows.column("words").to_pylist())
+    stats = json.loads((rundir / "stats.json").read_text())["stages"]
+    assert list(stats)[-1] == "05_words"
+    s = stats["05_words"]
+    assert s["rows_in"] == gated.num_rows > 0 and s["rows_out"] == rows.num_rows
+    assert s["rows_in"] == s["rows_out"] + s["dropped"].get("too_few_words", 0)
+
+    final = pq.read_table(rundir / "final" / "data")  # the export reads the last stage: the toy's rows
+    assert sorted(final.column("id").to_pylist()) == sorted(rows.column("id").to_pylist())
+    card = (rundir / "final" / "README.md").read_text()
+    assert f"| 05_words | {s['rows_in']:,} | {s['rows_out']:,} |" in card
+    assert f"Total: {rows.num_rows:,} rows." in card
+    html = (rundir / "report.html").read_text()
+    assert "05_words" in html and "word count" in html  # funnel table, and its label in the plots
+
+    projected = {p["stage"]: p for p in plan(rundir, fragments=1000)["stages"]}
+    assert list(projected)[-1] == "05_words"
+    assert projected["05_words"]["rows_in"] == projected["05_fidelity"]["rows_out"]
+    res = CliRunner().invoke(app, ["plan", str(rundir), "--fragments", "1000"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "05_words" in res.output, res.output
