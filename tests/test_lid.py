@@ -69,7 +69,7 @@ def _tiny_glotlid(tmp_path: Path, labels: dict[str, str]) -> tuple[Path, list[di
     rows = eval_rows(*labels)
     train = tmp_path / "train.txt"
     train.write_text("".join(f"__label__{labels[r['lang']]} {r['text']}\n" for r in rows[::2]), encoding="utf-8")
-    model = fasttext.train_supervised(str(train), epoch=25, lr=0.5, dim=16, minn=1, maxn=3, verbose=0, thread=1)
+    model = fasttext.train_supervised(str(train), epoch=25, lr=0.5, dim=16, minn=1, maxn=3, verbose=0, thread=1, seed=0)
     path = tmp_path / "tiny_glotlid.bin"
     model.save_model(str(path))
     return path, rows[1::2]
