@@ -3,7 +3,8 @@
 For each row count, a final stage output of that many rows is written (shards of 50,000 rows with the columns
 the last stage really has: ids, texts of a few hundred characters, scores, a 384-float embedding), then a fresh
 process exports it in every format (Parquet, JSONL, Alpaca, ShareGPT) with ``synth.export.export`` (what
-``synth export`` calls) and reports its peak RSS. The goal: the same peak at 1M rows as at 100k (≤ 1.2×).
+``synth export`` calls) and reports its peak RSS; another writes the run report from the exported dataset (what
+``synth run`` does last). The goal: the same peak at 1M rows as at 100k (≤ 1.2×), for both.
 
     .venv/bin/python bench/export.py [--rows 100000,1000000] [--json out.json] [--dir /tmp/synth-bench-export]
 """
@@ -42,6 +43,15 @@ from synth.runner import StageOutput
 out = StageOutput.open(sys.argv[1])
 t0 = time.perf_counter()
 export(out, sys.argv[2], ExportSettings(formats=("parquet", "jsonl", "alpaca", "sharegpt")))
+print(json.dumps({"seconds": time.perf_counter() - t0,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+REPORT_CHILD = """
+import json, resource, sys, time
+from synth.report import write_report
+t0 = time.perf_counter()
+write_report(sys.argv[2], final=sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - t0,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -96,18 +106,27 @@ def main() -> None:
         proc = subprocess.run([sys.executable, "-c", CHILD, str(out), str(run)], cwd=REPO, check=True,
                               capture_output=True, text=True)
         res = json.loads(proc.stdout.strip().splitlines()[-1])
+        # the run's report from the exported dataset, in a fresh process too (what `synth run` does last)
+        rep = subprocess.run([sys.executable, "-c", REPORT_CHILD, str(run), str(base / f"report-{rows}")],
+                             cwd=REPO, check=True, capture_output=True, text=True)
+        rep = json.loads(rep.stdout.strip().splitlines()[-1])
         size = sum(p.stat().st_size for p in out.glob("*.parquet")) / 2**20
         results.append({"rows": rows, "input_mb": round(size), "rss_mb": round(res["rss_mb"], 1),
-                        "seconds": round(res["seconds"], 1), "make_seconds": round(made, 1)})
+                        "seconds": round(res["seconds"], 1), "make_seconds": round(made, 1),
+                        "report_rss_mb": round(rep["rss_mb"], 1), "report_seconds": round(rep["seconds"], 1)})
+        shutil.rmtree(base / f"report-{rows}", ignore_errors=True)
         shutil.rmtree(run, ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
-    print(f"{'rows':>10} {'input MB':>9} {'peak RSS MB':>12} {'export s':>9}")
+    print(f"{'rows':>10} {'input MB':>9} {'peak RSS MB':>12} {'export s':>9} {'report RSS MB':>14} {'report s':>9}")
     for r in results:
-        print(f"{r['rows']:>10,} {r['input_mb']:>9} {r['rss_mb']:>12} {r['seconds']:>9}")
+        print(f"{r['rows']:>10,} {r['input_mb']:>9} {r['rss_mb']:>12} {r['seconds']:>9} {r['report_rss_mb']:>14} "
+              f"{r['report_seconds']:>9}")
     out_json = {f"rss_{label(r['rows'])}_mb": r["rss_mb"] for r in results}
+    out_json.update({f"report_rss_{label(r['rows'])}_mb": r["report_rss_mb"] for r in results})
     if len(results) > 1:
         out_json["ratio"] = round(results[-1]["rss_mb"] / results[0]["rss_mb"], 3)
-        print(f"peak RSS, largest / smallest: {out_json['ratio']:.2f}×")
+        out_json["report_ratio"] = round(results[-1]["report_rss_mb"] / results[0]["report_rss_mb"], 3)
+        print(f"peak RSS, largest / smallest: export {out_json['ratio']:.2f}×, report {out_json['report_ratio']:.2f}×")
     if args.json:
         Path(args.json).write_text(json.dumps({**out_json, "runs": results}, indent=2))
 

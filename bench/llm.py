@@ -85,9 +85,7 @@ def bench_vllm(args) -> list[dict]:
     reqs = [Request(f"r{i}", messages=c, sampling=Sampling(max_tokens=args.max_tokens)) for i, c in enumerate(chats)]
 
     def raw():
-        llm.reset_prefix_cache()
-        outs = llm.generate(texts, params, use_tqdm=False)
-        return len(outs), sum(len(o.outputs[0].token_ids) for o in outs)
+        return generate_raw(llm, texts, params)
 
     def ours():
         llm.reset_prefix_cache()
@@ -151,18 +149,7 @@ def _openai_rows(args, server, concurrency: int) -> list[dict]:
 
     def raw():
         reset()
-
-        async def go():
-            sem = asyncio.Semaphore(concurrency)
-            async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
-                async def one(b):
-                    async with sem:
-                        r = await client.post(url, json=b)
-                        r.raise_for_status()
-                        return r.json()["usage"]["completion_tokens"]
-                return await asyncio.gather(*(one(b) for b in bodies))
-
-        toks = asyncio.run(go())
+        toks = post_all(url, bodies, concurrency)
         return len(toks), sum(toks)
 
     def ours():
@@ -178,6 +165,31 @@ def _openai_rows(args, server, concurrency: int) -> list[dict]:
     finally:
         engine.close()
     return [{**r, "concurrency": concurrency} for r in rows]
+
+
+def generate_raw(llm, prompts: list, params) -> tuple[int, int]:
+    """One ``vllm.LLM.generate`` call after a prefix-cache reset: (requests, generated tokens)."""
+    llm.reset_prefix_cache()
+    outs = llm.generate(prompts, params, use_tqdm=False)
+    return len(outs), sum(len(o.outputs[0].token_ids) for o in outs)
+
+
+def post_all(url: str, bodies: list[dict], concurrency: int) -> list[int]:
+    """The completion tokens of each body POSTed to ``url`` by a plain async httpx client, ``concurrency`` at
+    once: the raw side the openai engine is measured against."""
+    import httpx
+
+    async def go():
+        sem = asyncio.Semaphore(concurrency)
+        async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_connections=concurrency)) as client:
+            async def one(b):
+                async with sem:
+                    r = await client.post(url, json=b)
+                    r.raise_for_status()
+                    return r.json()["usage"]["completion_tokens"]
+            return await asyncio.gather(*(one(b) for b in bodies))
+
+    return asyncio.run(go())
 
 
 def table(title: str, rows: list[dict]) -> str:

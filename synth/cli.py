@@ -157,11 +157,16 @@ def _print_outputs(rundir: Path, outputs: dict) -> None:
     console.print(f"  funnel: synth stats {rundir}", soft_wrap=True)
 
 
+REPLICAS_HELP = ("Engine copies on this machine, a process each with its own GPUs: 'auto' (default: one per "
+                 "visible GPU, or per tensor-parallel group) or a number.")
+GPUS_HELP = "The GPUs the engine copies may use, e.g. 0,1,2,3 (default: the visible ones)."
 MODEL_OPTIONS = {  # what every command of a stage that calls a model takes: the settings of LLMStage
     "engine": (str, typer.Option(None, "--engine", help=ENGINE_HELP)),
     "model": (str, typer.Option(None, "--model", help=MODEL_HELP)),
     "engine_options": (list[str], typer.Option(None, "--engine-opt", help="Engine setting KEY=VALUE (repeatable).")),
     "cache": (str, typer.Option(None, "--cache", help=CACHE_HELP)),
+    "replicas": (str, typer.Option(None, "--replicas", help=REPLICAS_HELP)),
+    "gpus": (str, typer.Option(None, "--gpus", help=GPUS_HELP)),
 }
 
 
@@ -322,6 +327,7 @@ def run_cmd(
     decontaminate: list[str] = typer.Option(None, help="Evaluation files (JSONL, Parquet, datasets folders) whose "
                                             "text fragments and final rows must not overlap. Repeatable."),
     workers: int = typer.Option(None, help="Worker processes for extraction (default 1)."),
+    replicas: str = typer.Option(None, help=REPLICAS_HELP), gpus: str = typer.Option(None, help=GPUS_HELP),
     executor: str = typer.Option(None, help=RUN_FLAGS[0].help),
     ray_address: str = typer.Option(None, help=RUN_FLAGS[1].help),
     config: Path = typer.Option(None, help="run.toml: top-level keys and a section per stage ("
@@ -337,7 +343,9 @@ def run_cmd(
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
                  "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
                  "executor": executor, "ray_address": ray_address}
-        sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
+        copies = {"replicas": replicas, "gpus": gpus}  # every stage that calls a model
+        sections = {"score": {"model": judge_model, **copies}, "instruct": copies,
+                    "translate": {**translators, **copies}, "backtranslate": {**translators, **copies},
                     "decontaminate": {"paths": decontaminate or None},
                     pipeline.EXPORT: {"formats": ["parquet", *format] if format else None}}
         result = pipeline.run(pipeline.RunSettings.load(config, flags, sections), out, progress=not quiet)

@@ -415,7 +415,7 @@ def run(settings: RunSettings, rundir: str | Path, progress: bool = True) -> Run
 
 
 def _run(settings: RunSettings, rundir: Path, progress: bool) -> RunResult:
-    from synth.report import read_final, write_report
+    from synth.report import write_report
 
     t0 = time.perf_counter()
     write_run_config(rundir, settings.to_dict())
@@ -428,7 +428,7 @@ def _run(settings: RunSettings, rundir: Path, progress: bool) -> RunResult:
             if progress:
                 console.print(f"  {out.num_rows:,} rows → {out.dir}")
     final, rows = export_run(rundir, settings, out)  # shard by shard: never the whole output (nor its embeddings)
-    report = write_report(rundir, final=read_final(final) if rows else None,
+    report = write_report(rundir, final=final if rows else None,  # read batch by batch
                           clusters=_clusters(outputs.values()),
                           title=f"synth run: {settings.lang}, {rundir.name}")
     return RunResult(rundir, final, report, rows, time.perf_counter() - t0, outputs)
@@ -547,7 +547,9 @@ PIPELINE = Pipeline((
               help="Stage 4a: an LLM judge rates each English pair 1-5 (quality, quality_reason)."),
     StageSpec("04_embed", "synth.select.embed:Embed", reads="04_score", command="select",
               flags=(Flag("model", str, "sentence-transformers model (default: all-MiniLM-L6-v2).",
-                          name="embed-model"),)),
+                          name="embed-model"),
+                     Flag("backend", str, "Embedding backend: torch (default), onnx or openvino (their "
+                          "sentence-transformers extras).", name="embed-backend"))),
     StageSpec("04_select", "synth.select.select:Mark", reads="04_embed", build=_select,
               settings="synth.select.select:SelectSettings", top=("target",), flags=SELECT_FLAGS,
               help="Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."),

@@ -1,6 +1,7 @@
 """The run report: one self-contained HTML file (inline SVG plots), and a short console summary.
 
-Everything comes from ``stats.json`` and the final rows, so the report can be rebuilt at any time.
+Everything comes from ``stats.json`` and the final rows (read batch by batch: ``FinalSummary``), so the report
+can be rebuilt at any time.
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import html
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from synth.io import atomic_write_text
 
@@ -73,7 +77,7 @@ def _funnel_plot(rows: list[dict[str, Any]]) -> str:
     return _svg(fig)
 
 
-def _hist(values: list[float], title: str, xlabel: str, bins: int | list[float] = 30) -> str:
+def _hist(values: Any, title: str, xlabel: str, bins: int | list[float] = 30) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.2, 2.6))
     ax.hist(values, bins=bins, color="#4c72b0")
@@ -108,27 +112,71 @@ vertical-align:top;text-align:left}th{background:#f4f4f4}.plots{display:flex;fle
 
 
 REPORT_COLUMNS = ("id", "lang", "instruction", "response", "instruction_en", "quality")
+SAMPLE_ROWS = 25
 
 
-def read_final(final: str | Path) -> pa.Table:
-    """The columns of an exported dataset (``final/data``) that the report shows: not ``messages`` (the same
-    texts again), nor the rest."""
-    import pyarrow.parquet as pq
+@dataclass
+class FinalSummary:
+    """What the report shows of the exported rows, gathered batch by batch (``add``), so a million rows cost
+    three numeric arrays and a sample, never the texts: row count, languages, judge scores, the instruction
+    and response lengths in characters, and the first ``SAMPLE_ROWS`` rows of the columns shown."""
 
-    names = pq.read_schema(next(iter(sorted(Path(final, "data").glob("*.parquet"))))).names
-    return pq.read_table(Path(final, "data"), columns=[c for c in REPORT_COLUMNS if c in names])
+    rows: int = 0
+    langs: set[str] = field(default_factory=set)
+    columns: list[str] = field(default_factory=list)
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    _parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, batch: pa.Table | pa.RecordBatch) -> None:
+        if not self.columns:
+            self.columns = [c for c in REPORT_COLUMNS if c in batch.schema.names]
+        self.rows += batch.num_rows
+        if "lang" in batch.schema.names:
+            self.langs.update(v for v in pc.unique(batch.column("lang")).to_pylist() if v is not None)
+        for name in ("instruction", "response"):
+            if name in batch.schema.names:
+                lengths = pc.fill_null(pc.utf8_length(batch.column(name)), 0)
+                self._parts.setdefault(name, []).append(lengths.to_numpy(zero_copy_only=False))
+        if "quality" in batch.schema.names:
+            q = pc.drop_null(batch.column("quality")).to_numpy(zero_copy_only=False).astype(np.float32)
+            self._parts.setdefault("quality", []).append(q)
+        if len(self.sample) < SAMPLE_ROWS:
+            self.sample += batch.slice(0, SAMPLE_ROWS - len(self.sample)).select(self.columns).to_pylist()
+
+    def values(self, name: str) -> np.ndarray:
+        """``instruction`` / ``response`` lengths or ``quality`` scores over every row added."""
+        parts = self._parts.get(name, [])
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    @classmethod
+    def of(cls, final: pa.Table | str | Path) -> FinalSummary:
+        """From a table, or from an exported dataset's folder (``final``, its ``data/*.parquet``) batch by batch."""
+        summary = cls()
+        if isinstance(final, pa.Table):
+            summary.add(final)
+            return summary
+        import pyarrow.parquet as pq
+
+        for path in sorted(Path(final, "data").glob("*.parquet")):
+            f = pq.ParquetFile(path)
+            columns = [c for c in REPORT_COLUMNS if c in f.schema_arrow.names]
+            for batch in f.iter_batches(batch_size=8192, columns=columns):
+                summary.add(batch)
+        return summary
 
 
-def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa.Table | None = None,
-                 title: str | None = None) -> Path:
-    """Write ``RUNDIR/report.html`` from stats.json, the final rows and (optionally) the selection's clusters."""
+def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path | None = None,
+                 clusters: pa.Table | None = None, title: str | None = None) -> Path:
+    """Write ``RUNDIR/report.html`` from stats.json, the final rows (a ``FinalSummary``, a table, or an exported
+    dataset's folder, read batch by batch) and (optionally) the selection's clusters."""
     rundir = Path(rundir)
+    if final is not None and not isinstance(final, FinalSummary):
+        final = FinalSummary.of(final)
     stats = json.loads((rundir / "stats.json").read_text()) if (rundir / "stats.json").exists() else {}
     rows = funnel(stats)
     parts = [f"<h1>{html.escape(title or f'synth run: {rundir.name}')}</h1>"]
     if final is not None:
-        langs = sorted(set(final.column("lang").to_pylist())) if final.num_rows else []
-        parts.append(f"<p><b>{final.num_rows:,}</b> rows exported ({', '.join(langs) or 'none'}).</p>")
+        parts.append(f"<p><b>{final.rows:,}</b> rows exported ({', '.join(sorted(final.langs)) or 'none'}).</p>")
     from synth.export import run_card  # the card's lines: models, and the LID with its measured weakness
 
     made = run_card(rundir)["models"]
@@ -150,15 +198,12 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
         parts.append("<details><summary>per language</summary>"
                      + _table(["stage", "lang", "in", "out", "top drop reasons"], lang_rows) + "</details>")
     plots = []
-    if final is not None and final.num_rows:
-        if "quality" in final.column_names:
-            q = [v for v in final.column("quality").to_pylist() if v is not None]
-            if q:
-                plots.append(_hist(q, "Judge quality score", "score (1-5)", bins=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5]))
-        plots.append(_hist([len(t) for t in final.column("instruction").to_pylist()], "Instruction length",
-                           "characters"))
-        plots.append(_hist([len(t) for t in final.column("response").to_pylist()], "Response length",
-                           "characters"))
+    if final is not None and final.rows:
+        q = final.values("quality")
+        if len(q):
+            plots.append(_hist(q, "Judge quality score", "score (1-5)", bins=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5]))
+        plots.append(_hist(final.values("instruction"), "Instruction length", "characters"))
+        plots.append(_hist(final.values("response"), "Response length", "characters"))
     if clusters is not None and clusters.num_rows and "cluster" in clusters.column_names:
         chosen = (clusters.column("selected").to_pylist() if "selected" in clusters.column_names
                   else [True] * clusters.num_rows)
@@ -185,9 +230,8 @@ def write_report(rundir: str | Path, final: pa.Table | None = None, clusters: pa
             [r["stage"], f"{r['counters'].get('prompt_tokens', 0):,}",
              f"{r['counters'].get('completion_tokens', 0):,}", f"{r['counters'].get('llm_cache_hits', 0):,}",
              f"{r['seconds']:.1f}"] for r in rows]))
-    if final is not None and final.num_rows:
-        cols = [c for c in REPORT_COLUMNS if c in final.column_names]
-        sample = final.select(cols).slice(0, 25).to_pylist()
+    if final is not None and final.rows:
+        cols, sample = final.columns, final.sample
         short = [[(str(r[c])[:300] + ("…" if len(str(r[c])) > 300 else "")) if r[c] is not None else ""
                   for c in cols] for r in sample]
         parts.append("<h2>Sample rows</h2>" + _table(cols, short))

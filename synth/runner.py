@@ -11,8 +11,9 @@ import hashlib
 import io
 import json
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth.errors import SynthError
-from synth.executors.base import Executor, make_executor
+from synth.executors.base import Done, Executor, make_executor
 from synth.executors.base import current as current_executor
 from synth.fingerprint import fingerprint
 from synth.identity import file_digest
@@ -69,6 +70,14 @@ class Stage:
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         """Turn one batch into the next; count every row left out with ``stats.drop``."""
         raise NotImplementedError
+
+    def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
+        """``process`` over a stream of batches, each with its shard's stats: one output per batch, in order.
+
+        A stage that waits on an engine overrides it to keep work in flight across batch and shard ends
+        (``synth.stages.llm_stage.LLMStage``); the runner commits a shard as soon as its last batch is out."""
+        for batch, stats in batches:
+            yield self.process(batch, stats)
 
     def params(self) -> dict[str, Any]:
         """The settings that change the output rows (default: the dataclass fields not marked otherwise)."""
@@ -247,26 +256,68 @@ class ShardJob:
 
 def run_task(stage: Stage, job: ShardJob, task: Task) -> dict[str, Any]:
     """Read one task, process it batch by batch, commit one shard (the one job of every executor)."""
-    t0 = time.perf_counter()
-    stats = ShardStats()
-    writer = ShardWriter(job.path(task))
-    source, fp = job.source, job.fp
+    metas: list[dict[str, Any]] = []
+    run_tasks(stage, job, [task], lambda _, meta: metas.append(meta))
+    return metas[0]
+
+
+@dataclass
+class _OpenShard:
+    """A shard being written by ``run_tasks``: its batches read so far and not yet out (``left``)."""
+
+    task: Task
+    writer: ShardWriter
+    stats: ShardStats = field(default_factory=ShardStats)
+    t0: float = field(default_factory=time.perf_counter)
+    left: int = 0
+    read_all: bool = False
+
+
+def run_tasks(stage: Stage, job: ShardJob, tasks: list[Task], done: Done) -> None:
+    """Run ``tasks`` in this process, one shard each, as one stream of batches through ``stage.process_stream``,
+    so a stage that waits on an engine keeps it busy across batch and shard ends. Each shard is committed, and
+    ``done`` called, as soon as its last batch is out: a crash loses only the shards still open. A failure
+    aborts those and names the oldest of them. ``seconds`` of a shard: from its first read to its commit."""
+    open_shards: deque[_OpenShard] = deque()  # in task order
+    owners: deque[_OpenShard] = deque()  # the shard of each batch handed to the stage and not yet out
+
+    def commit_finished() -> None:
+        while open_shards and open_shards[0].read_all and open_shards[0].left == 0:
+            shard = open_shards.popleft()
+            meta = {"task": shard.task.key, "fingerprint": job.fp, "stats": shard.stats.to_dict(),
+                    "seconds": round(time.perf_counter() - shard.t0, 3)}
+            done(shard.task, shard.writer.commit(meta, empty_schema=job.empty_schema, checksum=True))
+
+    def batches() -> Iterator[tuple[pa.Table, ShardStats]]:
+        for task in tasks:
+            shard = _OpenShard(task, ShardWriter(job.path(task)))
+            open_shards.append(shard)
+            for batch in job.source.read(task, job.batch_size):
+                shard.stats.rows_in.update(count_langs(batch))
+                shard.left += 1
+                owners.append(shard)
+                yield batch, shard.stats
+            shard.read_all = True
+            commit_finished()
+
     try:
-        for batch in source.read(task, job.batch_size):
-            stats.rows_in.update(count_langs(batch))
-            out = stage.process(batch, stats)
-            stats.rows_out.update(count_langs(out))
-            writer.write(out)
-        meta = {"task": task.key, "fingerprint": fp, "stats": stats.to_dict(),
-                "seconds": round(time.perf_counter() - t0, 3)}
-        meta = writer.commit(meta, empty_schema=job.empty_schema, checksum=True)
+        for out in stage.process_stream(batches()):
+            shard = owners.popleft()
+            shard.stats.rows_out.update(count_langs(out))
+            shard.writer.write(out)
+            shard.left -= 1
+            commit_finished()
+        if owners or open_shards:
+            raise RuntimeError(f"the stage gave {len(owners)} batch outputs fewer than it was given")
     except ShardError:
-        writer.abort()
+        for shard in open_shards:
+            shard.writer.abort()
         raise
     except Exception as e:
-        writer.abort()
-        raise StageError(f"stage {stage.key} failed on {task.key}: {type(e).__name__}: {e}") from e
-    return meta
+        key = open_shards[0].task.key if open_shards else tasks[-1].key
+        for shard in open_shards:
+            shard.writer.abort()
+        raise StageError(f"stage {stage.key} failed on {key}: {type(e).__name__}: {e}") from e
 
 
 def _shard_path(out: Path, index: int) -> Path:

@@ -26,6 +26,7 @@ def names(tmp_path, engine: str, options: dict) -> tuple[str, str]:
     ("vllm", "max_model_len", 512, 1024),
     ("vllm", "kv_cache_dtype", "auto", "fp8"),
     ("vllm", "tokenizer", None, "/models/other-tokenizer"),
+    ("vllm", "batch_invariant", False, True),
     ("hf", "max_input_tokens", 512, 1024),
     ("openai", "base_url", "http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"),
 ])
@@ -45,6 +46,10 @@ def test_an_option_that_changes_answers_changes_key_and_fingerprint(tmp_path, en
 def test_an_option_that_changes_speed_changes_neither(tmp_path, engine, option, a, b):
     assert option not in OUTPUT_OPTIONS
     assert names(tmp_path, engine, {option: a}) == names(tmp_path, engine, {option: b})
+
+
+def test_a_switch_given_as_false_is_the_same_as_none(tmp_path):
+    assert names(tmp_path, "vllm", {"batch_invariant": False}) == names(tmp_path, "vllm", {})
 
 
 def test_credentials_in_the_server_url_name_nothing(tmp_path):

@@ -165,6 +165,29 @@ def export_table(rundir: Path) -> pa.Table:
     return pq.read_table(export(_final_rows(), rundir) / "data")
 
 
+def test_report_reads_the_exported_dataset_batch_by_batch(tmp_path):
+    """The report's view of an exported folder, read in batches across several files, is that of the whole
+    table: rows, languages, lengths, scores and the first rows of the sample."""
+    from synth.report import SAMPLE_ROWS, FinalSummary
+
+    whole = pa.concat_tables([_final_rows()] * 7)
+    whole = whole.set_column(0, "id", pa.array([f"id{i:03d}" for i in range(whole.num_rows)]))
+    final = export(whole, tmp_path / "run")
+    table = pq.read_table(final / "data")
+    data = final / "data"
+    for i, start in enumerate(range(0, table.num_rows, 5)):  # many small files, read in file-name order
+        pq.write_table(table.slice(start, 5), data / f"part-x{i:04d}.parquet")
+    for f in data.glob("*.parquet"):
+        if not f.name.startswith("part-x"):
+            f.unlink()
+    streamed, direct = FinalSummary.of(final), FinalSummary.of(table)
+    assert streamed.rows == direct.rows == whole.num_rows and streamed.langs == {"swh"}
+    for name in ("instruction", "response", "quality"):
+        assert sorted(streamed.values(name)) == sorted(direct.values(name)) and len(direct.values(name))
+    assert streamed.sample == direct.sample and len(streamed.sample) == min(SAMPLE_ROWS, whole.num_rows)
+    assert "<svg" in write_report(tmp_path / "run", final=final).read_text()
+
+
 SAMPLE_RUN = Path(__file__).parent / "data" / "sample_run"  # stats.json and run.toml of a real `synth run`
 # (examples/corpus, lang en, 8 fragments, hf engine, smollm2): 8 → instruct 7 → select marks 6 → 6 final rows.
 

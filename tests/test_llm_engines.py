@@ -196,6 +196,21 @@ class TestVLLMInProcess:
         assert again.id == "fr_again" and again.cached and again.text == results[0].text  # sent once
         assert (counts.sent, counts.hits, counts.max_in_flight) == (len(QUESTIONS), 1, 2)
 
+    def test_seeded_sampling_over_prompts_longer_than_a_step(self, vllm_engine):
+        """24 seeded, sampled requests whose prompts (~8k tokens) exceed one step's token budget: with chunked
+        prefill (vLLM's default) the CPU build's engine core died on them ("CPU Generator does not use
+        offset"); synth turns it off on a CPU, so each is answered, and a seed gives the same sample again."""
+        sched = vllm_engine.llm.llm_engine.vllm_config.scheduler_config
+        assert not sched.enable_chunked_prefill
+        text = " ".join(f"word{j}" for j in range(100))
+        reqs = [ask(f"s{i}", f"Summarise note {i}: {text}", Sampling(max_tokens=6, temperature=0.8, top_p=0.9, seed=i))
+                for i in range(24)]
+        res = vllm_engine.generate(reqs)
+        assert sum(r.prompt_tokens for r in res) > sched.max_num_batched_tokens  # one step could not take them
+        assert all(r.ok and r.completion_tokens > 0 for r in res), [r.error for r in res if not r.ok]
+        again = vllm_engine.generate(reqs[:3])
+        assert [r.text for r in again] == [r.text for r in res[:3]]
+
     def test_cache_wraps_vllm(self, vllm_engine, tmp_path):
         counting = Counting(vllm_engine)
         cached = CachedEngine(counting, RequestCache(tmp_path / "v.sqlite"))
@@ -203,6 +218,23 @@ class TestVLLMInProcess:
         b = cached.generate(QUESTIONS[:2])
         assert counting.requests == 2 and cached.hits == 2 and [r.text for r in a] == [r.text for r in b]
         cached.cache.close()
+
+
+@needs_vllm
+def test_vllm_cpu_refuses_options_it_cannot_run_before_loading():
+    """Batch-invariant kernels are CUDA-only, and chunked prefill kills the CPU engine core under seeded
+    sampling: each is refused in one line naming the option, before any model is loaded."""
+    from vllm.platforms import current_platform
+
+    from synth.llm.factory import EngineOptionError
+    from synth.llm.vllm import VLLMEngine
+
+    if not current_platform.is_cpu():
+        pytest.skip("GPU machine: both options are valid there")
+    with pytest.raises(EngineOptionError, match="batch_invariant=true: .*CUDA GPUs only"):
+        VLLMEngine("smollm2", batch_invariant=True)
+    with pytest.raises(EngineOptionError, match="enable_chunked_prefill=True"):
+        VLLMEngine("smollm2", enable_chunked_prefill=True)
 
 
 # -- OpenAI-compatible engine against a real vLLM server -----------------------------------------------------------

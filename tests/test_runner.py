@@ -10,11 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from toy_stages import Length, Upper, toy_source, toy_table
+from toy_stages import Length, LookAhead, Pinned, Upper, toy_source, toy_table
 
 from synth import StageOutput, run_stage
+from synth.devices import DeviceError
 from synth.identity import file_digest
-from synth.io import ShardError, read_sidecar
+from synth.io import ShardError, read_shard_meta, read_sidecar
 from synth.runner import StageError, TableSource
 
 N, PER_SHARD = 400, 50
@@ -108,6 +109,61 @@ def test_stage_failure_names_stage_and_input_and_keeps_finished_shards(tmp_path)
     assert not list(tmp_path.glob("01_toy/*/.*.tmp"))
     out = run_stage(Upper(), TableSource(table, 50), tmp_path, progress=False)
     assert out.num_rows == N - EXPECTED_DROPS
+
+
+def test_a_stream_that_holds_batches_back_gives_the_same_shards(tmp_path):
+    """A stage whose outputs lag far behind its reads (10 batches of 16 over shards of 50 rows, as an LLM stage
+    keeps later shards' requests in flight): the same rows in the same shards, with the same stats per shard."""
+    plain = run_stage(Upper(), toy_source(), tmp_path / "plain", batch_size=16, progress=False)
+    lagged = run_stage(LookAhead(lag=10), toy_source(), tmp_path / "lagged", batch_size=16, progress=False)
+    assert lagged.fingerprint == plain.fingerprint and len(lagged.shards) == N // PER_SHARD
+    for a, b in zip(plain.shards, lagged.shards, strict=True):
+        assert pq.read_table(a).equals(pq.read_table(b)), b.name
+        assert read_shard_meta(a)["stats"] == read_shard_meta(b)["stats"], b.name
+    empty = run_stage(LookAhead(lag=3), TableSource(toy_table(0)), tmp_path / "empty", progress=False)
+    assert empty.num_rows == 0 and len(empty.shards) == 1 and empty.shards[0].exists()
+
+
+def test_a_failure_in_a_lagging_stream_keeps_the_committed_shards_only(tmp_path):
+    """The failing batch is processed while later shards are open: those are aborted (no temp file is left),
+    the error names the oldest open shard, and the shards already out are kept and reused."""
+    table = toy_table()
+    with pytest.raises(StageError, match=r"01_toy failed on rows 200\.\..*cannot handle"):
+        run_stage(LookAhead(lag=10, fail_on=table.column("text")[210].as_py()), TableSource(table, 50), tmp_path,
+                  batch_size=16, progress=False)
+    done = sorted(p.name for p in tmp_path.glob("01_toy/*/part-*.parquet"))
+    assert done == [f"part-{i:05d}.parquet" for i in range(4)]
+    assert not list(tmp_path.glob("01_toy/*/.*.tmp"))
+    kept = {p: p.stat().st_mtime_ns for p in tmp_path.glob("01_toy/*/part-*.parquet")}
+    out = run_stage(LookAhead(lag=10), TableSource(table, 50), tmp_path, batch_size=16, progress=False)
+    assert out.num_rows == N - EXPECTED_DROPS
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
+
+
+def test_engine_copies_each_get_their_own_gpus(tmp_path):
+    """A stage asking for engine copies on GPUs "3,5" runs in two processes, one seeing GPU 3 and one GPU 5
+    (``CUDA_VISIBLE_DEVICES``), with the rows of a single process; on this CPU machine the override stands in for
+    the visible GPUs, the rest is the code that runs on a GPU machine."""
+    plain = run_stage(Upper(), toy_source(), tmp_path / "plain", batch_size=16, progress=False).read()
+    out = run_stage(Pinned(gpus="3,5"), toy_source(), tmp_path / "copies", batch_size=16, progress=False).read()
+    assert out.drop_columns(["made_by"]).equals(plain)
+    made_by = {tuple(m.split(":")) for m in out.column("made_by").to_pylist()}
+    assert len(made_by) == 2 and sorted(gpu for _, gpu in made_by) == ["3", "5"]
+    assert len({pid for pid, _ in made_by}) == 2 and str(os.getpid()) not in {pid for pid, _ in made_by}
+    with pytest.raises(DeviceError, match="3 replicas of 1 GPU"):
+        Pinned(replicas=3, gpus="3,5").engine_groups()
+
+
+def test_llm_stage_engine_groups():
+    """One copy per GPU (per tensor-parallel group for vLLM); a server engine needs none of its own."""
+    from synth.stages.instruct import Instruct
+
+    assert Instruct(engine="vllm", gpus="0,1,2,3").engine_groups() == [["0"], ["1"], ["2"], ["3"]]
+    tp = Instruct(engine="vllm", gpus="0,1,2,3", engine_options={"tensor_parallel_size": 2})
+    assert tp.engine_groups() == [["0", "1"], ["2", "3"]]
+    assert Instruct(engine="hf", gpus="0,1", replicas=1).engine_groups() == [["0"]]
+    assert Instruct(engine="openai", gpus="0,1").engine_groups() == [[]]
+    assert Instruct(engine="hf").engine_groups() == [[]]  # no GPU here: one copy, in this process
 
 
 def test_all_rows_dropped_still_writes_valid_shards(tmp_path):

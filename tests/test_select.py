@@ -157,6 +157,18 @@ def test_missing_model_package_is_named(monkeypatch):
         default_embedding_model()
 
 
+def test_embedding_backend_names_outputs_and_a_missing_extra_is_named():
+    """ONNX and OpenVINO vectors differ from torch's in the 5th digit: another backend is another output; the
+    default names outputs as before. Without the extra (this environment), one line says what to install."""
+    assert Embed(backend="torch").fingerprint("x") == Embed().fingerprint("x")
+    assert Embed(backend="openvino").fingerprint("x") != Embed().fingerprint("x")
+    with pytest.raises(EmbedError, match="one of torch, onnx, openvino"):
+        Embed(backend="tensorrt")
+    if importlib.util.find_spec("openvino") is None:
+        with pytest.raises(EmbedError, match=r"'openvino' needs .*sentence-transformers\[openvino\]"):
+            Embed(backend="openvino").setup()
+
+
 def test_embed_fails_clearly_on_a_missing_text_column(tmp_path):
     with pytest.raises(Exception, match="instruction_en"):
         run_stage(Embed(), TableSource(pa.table({"id": ["a"], "text": ["hi"]})), tmp_path, progress=False)

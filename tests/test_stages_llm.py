@@ -16,10 +16,13 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from synth.extract import lid
+from synth.io import read_shard_meta
 from synth.llm import load_engine
+from synth.llm.cache import CachedEngine, RequestCache
 from synth.pipeline import RunSettings, run_command
 from synth.prompts import get_prompt
 from synth.runner import StageOutput, TableSource, run_on, run_stage
@@ -400,6 +403,7 @@ def test_bad_prompt_output_is_caught(run, smol, tmp_path):
 GIST = "user = '''Write one short English sentence about human rights.'''\n"
 QUESTION = "user = '''What is a good question to ask about human rights? Reply with only the question.'''\n"
 FIXED = "user = '''Write a question that asks what human rights are. Reply with the question only.'''\n"
+ABOUT = "user = '''{{ response }}\n\nWhat is a good question to ask about this? Reply with the question only.'''\n"
 
 
 @pytest.mark.slow
@@ -457,3 +461,35 @@ def test_three_stages_in_a_row(run, tmp_path):
     print("funnel:", frags.num_rows, "→", t2.num_rows, "→", t3.num_rows, "→", t5.num_rows, "→", gated.num_rows)
     print("drops:", {"02": r2, "03": r3, "05": r5, "gate": rg})
     print("counters 05:", _stage_stats(run, "05_backtranslate")["counters"])
+
+
+@pytest.mark.slow
+def test_one_engine_stream_spans_batches_and_shards(smol, tmp_path):
+    """Instruct over 3 shards read in batches of 2: every request goes through one stream, so more than a
+    shard's requests are at the engine at once (nothing drains at a batch or shard end); each row still lands
+    in its own shard's output or drops under a reason counted in that shard."""
+    prompt = tmp_path / "question.v1.toml"
+    prompt.write_text(ABOUT)
+    n, per_shard = 12, 5
+    table = pa.table({"id": [f"r{i:02d}" for i in range(n)], "lang": ["eng"] * n,
+                      "response_en": [f"{RESPONSES.column('response_en')[i % 3].as_py()} (Article {i + 1}.)"
+                                      for i in range(n)]})
+    engine = CachedEngine(smol, RequestCache(tmp_path / "requests.sqlite"))
+    try:
+        stage = _on(Instruct(prompt=str(prompt), max_tokens=48, **FAST), engine)
+        out = run_stage(stage, TableSource(table, per_shard), tmp_path / "run", batch_size=2, progress=False)
+    finally:
+        engine.cache.close()  # the engine itself is the module's
+    assert engine.counts.sent == n
+    assert engine.counts.max_in_flight > per_shard  # requests of several shards at the engine at once
+    _accounted(out, n)
+    for i, shard in enumerate(out.shards):
+        ids = set(pq.read_table(shard).column("id").to_pylist())
+        stats = read_shard_meta(shard)["stats"]  # per language
+        rows_in, rows_out = sum(stats["rows_in"].values()), sum(stats["rows_out"].values())
+        dropped = sum(n for by_reason in stats["dropped"].values() for n in by_reason.values())
+        assert ids <= {f"r{j:02d}" for j in range(i * per_shard, min(n, (i + 1) * per_shard))}
+        assert rows_in == min(per_shard, n - i * per_shard) == rows_out + dropped and rows_out == len(ids)
+        assert stats["counters"]["llm_requests"] == rows_in
+    print("kept", out.num_rows, "dropped", out.stats()["dropped"])
+    assert out.num_rows > 0

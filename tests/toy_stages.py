@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -30,6 +32,44 @@ class Upper(Stage):
         batch = stats.drop_mask(batch, [self.drop_word in t for t in texts], "contains_drop_word")
         stats.count("chars", sum(len(t) for t in batch.column("text").to_pylist()))
         return batch.append_column("upper", pa.array([t.upper() for t in batch.column("text").to_pylist()]))
+
+
+@dataclass
+class LookAhead(Upper):
+    """``Upper`` through its own ``process_stream`` that holds ``lag`` batches back before it processes one, as
+    an LLM stage keeps later batches in flight: batch outputs come out long after their shard was read."""
+
+    name = "toy"  # the same rows and fingerprint as Upper: only how batches flow differs
+    lag: int = field(default=10, metadata={"fingerprint": False})
+
+    def process_stream(self, batches):
+        held = deque()
+        for item in batches:
+            held.append(item)
+            if len(held) > self.lag:
+                yield self.process(*held.popleft())
+        while held:
+            yield self.process(*held.popleft())
+
+
+@dataclass
+class Pinned(Upper):
+    """``Upper`` as an engine stage with copies (``engine_groups``, as ``LLMStage`` has): each row records the
+    process and the ``CUDA_VISIBLE_DEVICES`` it was made under."""
+
+    name = "toy"
+    replicas: int | str = field(default="auto", metadata={"fingerprint": False})
+    gpus: str = field(default="", metadata={"fingerprint": False})
+
+    def engine_groups(self) -> list[list[str]]:
+        from synth.devices import assign
+
+        return assign(self.replicas, 1, [g for g in self.gpus.split(",") if g])
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        out = super().process(batch, stats)
+        where = f"{os.getpid()}:{os.environ.get('CUDA_VISIBLE_DEVICES', '')}"
+        return out.append_column("made_by", pa.array([where] * out.num_rows, pa.string()))
 
 
 @dataclass

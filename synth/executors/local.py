@@ -1,28 +1,51 @@
-"""The default executor: the stage in this process, or a pool of spawned worker processes on this machine."""
+"""The default executor: the stage in this process, a pool of spawned worker processes on this machine, or, for a
+stage with engine copies on several GPUs, one process per copy pinned to its GPUs."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+import os
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from synth.executors.base import Done
-from synth.runner import ShardJob, Stage, Task, run_task
+from synth.runner import ShardJob, Stage, Task, run_task, run_tasks
 
 _READY: dict[str, Stage] = {}  # in a worker process (which lives for one run_stage call): stages set up
+CHUNKS_PER_REPLICA = 4  # shards go to engine copies in this many runs each: balance, and few engine drains
 
 
 def _worker_task(stage: Stage, job: ShardJob, task: Task) -> dict[str, Any]:
     """Pool entry point: set the stage up once per worker process, then run the task."""
+    return run_task(_ready(stage, job), job, task)
+
+
+def _ready(stage: Stage, job: ShardJob) -> Stage:
     if job.fp not in _READY:
         stage.setup()
         _READY[job.fp] = stage
-    return run_task(_READY[job.fp], job, task)
+    return _READY[job.fp]
+
+
+def _pin(groups: Any) -> None:
+    """Pool initializer of an engine copy: take one group of GPUs before anything touches CUDA."""
+    gpus = groups.get()
+    if gpus:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+
+
+def _replica_tasks(stage: Stage, job: ShardJob, tasks: list[Task]) -> list[tuple[Task, dict[str, Any]]]:
+    """Engine-copy entry point: a run of shards as one stream through this process's engine."""
+    metas: list[tuple[Task, dict[str, Any]]] = []
+    run_tasks(_ready(stage, job), job, tasks, lambda task, meta: metas.append((task, meta)))
+    return metas
 
 
 class LocalExecutor:
-    """``workers`` ≤ 1 (or one shard): in this process, set up once and torn down after; else a process pool."""
+    """``workers`` ≤ 1 (or one shard): in this process, set up once and torn down after; else a process pool.
+    A stage with ``engine_groups`` (an LLM stage) that asks for several engine copies gets one process per copy,
+    each seeing only its own GPUs (``CUDA_VISIBLE_DEVICES``), taking runs of shards as it finishes others."""
 
     name = "local"
 
@@ -30,27 +53,46 @@ class LocalExecutor:
         """Nothing to check: this machine wrote the run directory."""
 
     def run(self, stage: Stage, job: ShardJob, todo: list[Task], workers: int, done: Done) -> None:
-        if workers <= 1 or len(todo) <= 1:
+        groups = stage.engine_groups() if hasattr(stage, "engine_groups") else [[]]
+        if len(groups) > 1 and len(todo) > 1:
+            self._run_replicas(stage, job, todo, groups, done)
+        elif workers <= 1 or len(todo) <= 1:
             stage.setup()
             try:
-                for task in todo:
-                    done(task, run_task(stage, job, task))
+                run_tasks(stage, job, todo, done)  # one stream over every shard: an engine never drains between
             finally:
                 stage.teardown()
-            return
-        ctx = mp.get_context("spawn")  # fork is unsafe once torch or tokenizers threads exist
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
-            pending = {pool.submit(_worker_task, stage, job, t): t for t in todo}
-            while pending:
-                finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in finished:
-                    task = pending.pop(fut)
-                    exc = fut.exception()
-                    if exc is not None:
-                        for f in pending:
-                            f.cancel()
-                        raise exc
-                    done(task, fut.result())
+        else:
+            ctx = mp.get_context("spawn")  # fork is unsafe once torch or tokenizers threads exist
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+                _collect({pool.submit(_worker_task, stage, job, t): [t] for t in todo}, done)
+
+    def _run_replicas(self, stage: Stage, job: ShardJob, todo: list[Task], groups: list[list[str]],
+                      done: Done) -> None:
+        n = min(len(groups), len(todo))
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()  # handed to each copy as it starts (process arguments: allowed for a queue)
+        for gpus in groups[:n]:
+            queue.put(gpus)
+        size = max(1, -(-len(todo) // (n * CHUNKS_PER_REPLICA)))
+        runs = [todo[i:i + size] for i in range(0, len(todo), size)]
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
+            _collect({pool.submit(_replica_tasks, stage, job, run): run for run in runs}, done, many=True)
 
     def close(self) -> None:
         """Nothing held between stages."""
+
+
+def _collect(pending: dict[Future, list[Task]], done: Done, many: bool = False) -> None:
+    """Report each finished future's shards; on the first failure cancel what has not started and raise it."""
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+        for fut in finished:
+            tasks = pending.pop(fut)
+            exc = fut.exception()
+            if exc is not None:
+                for f in pending:
+                    f.cancel()
+                raise exc
+            for task, meta in (fut.result() if many else [(tasks[0], fut.result())]):
+                done(task, meta)

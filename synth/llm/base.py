@@ -28,17 +28,20 @@ TRANSIENT = {"timeout", "connection_error", "http_429", "http_500", "http_502", 
 
 
 # Engine options that change what comes back, besides the model, its revision and its dtype (named apart):
-# the server, the context window (what fails as too long), quantization, the KV-cache precision, the tokenizer.
+# the server, the context window (what fails as too long), quantization, the KV-cache precision, the tokenizer,
+# vLLM's batch-invariant kernels.
 # ONE list for both names of an engine's answers: the request-cache key (each engine's ``key``, through
 # ``options_key``) and the stage fingerprint (``LLMStage.params``), so the two never disagree (an fp8 run must
 # not be served answers cached from a bf16 one). Options not here (batch sizes, threads, memory) change speed.
 OUTPUT_OPTIONS = ("base_url", "max_model_len", "max_input_tokens", "quantization", "kv_cache_dtype", "tokenizer",
-                  "tokenizer_mode", "hf_overrides")
+                  "tokenizer_mode", "hf_overrides", "batch_invariant")
 
 
 def output_options(options: dict[str, Any]) -> dict[str, Any]:
-    """The options of ``OUTPUT_OPTIONS`` that are set, by name, with any credential in them redacted."""
-    return {k: redact(options[k]) for k in sorted(options) if k in OUTPUT_OPTIONS and options[k] is not None}
+    """The options of ``OUTPUT_OPTIONS`` that are set, by name, with any credential in them redacted (a switch
+    given as False is not set: ``batch_invariant=false`` names the same answers as no option)."""
+    return {k: redact(options[k]) for k in sorted(options)
+            if k in OUTPUT_OPTIONS and options[k] is not None and options[k] is not False}
 
 
 def options_key(options: dict[str, Any]) -> str:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import time
 from typing import Any
 
 from synth.llm.base import Engine, Request, Result, Sampling, finish, options_key
+from synth.llm.factory import EngineOptionError
 from synth.llm.identity import model_identity
 from synth.llm.precision import check_loaded, resolve_dtype
 from synth.models import resolve_model
@@ -35,16 +37,21 @@ class VLLMEngine(Engine):
     def __init__(self, model: str, revision: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
                  enforce_eager: bool | None = None, dtype: str = "auto", seed: int = 0,
-                 **engine_kwargs: Any) -> None:
+                 batch_invariant: bool = False, **engine_kwargs: Any) -> None:
         import vllm
         from vllm.platforms import current_platform
 
         path = resolve_model(model)
         # vLLM is told the resolved dtype, never "auto": its CPU build would pick bf16 on some CPUs only.
-        self.model_key, self.dtype = self.key(model, revision, dtype, max_model_len, **engine_kwargs)
+        self.model_key, self.dtype = self.key(model, revision, dtype, max_model_len,
+                                              batch_invariant=batch_invariant, **engine_kwargs)
+        if batch_invariant:
+            _batch_invariant_mode(bool(current_platform.is_cpu()))
         if enforce_eager is None:  # CUDA graphs and torch.compile pay off on a GPU; the CPU build wants eager
             enforce_eager = bool(current_platform.is_cpu())
         engine_kwargs.setdefault("enable_prefix_caching", True)
+        if current_platform.is_cpu():
+            _no_chunked_prefill_on_cpu(engine_kwargs)
         start_watchdog()  # the engine core is a process of its own: it must not outlive this one, however it dies
         self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
                             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
@@ -228,6 +235,30 @@ class VLLMFeed:
             self.queued.clear()
             self.external.clear()
         return done
+
+
+def _batch_invariant_mode(cpu: bool) -> None:
+    """Switch on vLLM's batch-invariant kernels (``VLLM_BATCH_INVARIANT``, read by the engine core it starts):
+    greedy answers then do not depend on which other requests share a batch, so a resumed stage, which
+    generates only what the cache lacks, in other batches, gives the rows of an uninterrupted run. It costs
+    speed and exists on CUDA GPUs only."""
+    if cpu:
+        raise EngineOptionError("batch_invariant=true: vLLM's batch-invariant mode exists on CUDA GPUs only; "
+                                "on a CPU synth already runs float32 (see the README, 'Resume with vLLM')")
+    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+
+
+def _no_chunked_prefill_on_cpu(engine_kwargs: dict[str, Any]) -> None:
+    """Turn chunked prefill off on vLLM's CPU build, where it kills the engine core under seeded sampling.
+
+    A prompt prefilled over several steps has the token sampled at its partial steps thrown away, and vLLM
+    rewinds that request's seeded ``torch.Generator`` to match; a CPU generator has no offset to rewind
+    ("CPU Generator does not use offset"), so the first long prompt of a batch with ``temperature > 0`` and a
+    seed takes the whole engine down. Whole prompts per step avoid the rewind (greedy decoding is unaffected)."""
+    if engine_kwargs.get("enable_chunked_prefill"):
+        raise EngineOptionError("enable_chunked_prefill=True: vLLM's CPU build crashes under it as soon as a seeded "
+                                "sampling request is prefilled in pieces; leave the option unset on a CPU")
+    engine_kwargs["enable_chunked_prefill"] = False
 
 
 def _structured(request: Request) -> dict[str, Any]:

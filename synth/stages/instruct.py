@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from synth.extract import lid
 from synth.lang import ENGLISH
-from synth.llm import Request, Sampling
+from synth.llm import Request, Result, Sampling
 from synth.prompts import get_prompt
 from synth.stages import checks as ck
 from synth.stages.checks import CheckSettings
@@ -144,11 +144,11 @@ class Instruct(LLMStage):
                                 sampling=sampling, json_schema=schema))
         return reqs, kinds
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        ids = batch.column("id").to_pylist()
+    def build(self, batch: pa.Table) -> tuple[list[Request], list[str | None]]:
+        return self.requests(batch.column("id").to_pylist(), batch.column("response_en").to_pylist())
+
+    def finish(self, batch: pa.Table, kinds: list[str | None], results: list[Result], stats: ShardStats) -> pa.Table:
         responses = batch.column("response_en").to_pylist()
-        reqs, kinds = self.requests(ids, responses)
-        results = self.ask(reqs, stats) if reqs else []
         reasons: list[str | None] = []
         outputs: list[Output] = []
         for i, r in enumerate(results):

@@ -15,12 +15,14 @@ the rest.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from synth.devices import assign
 from synth.extract.lid import Identifier
 from synth.identity import identity as model_identity
 from synth.llm import Engine, Request, Result, load_engine
@@ -86,6 +88,10 @@ class LLMStage(Stage):
     revision: str | None = None
     engine_options: dict[str, Any] = field(default_factory=dict, metadata={"fingerprint": False})
     cache: str | None = field(default=None, metadata={"fingerprint": False})  # sqlite path
+    # Engine copies on this machine, each in a process of its own with its own GPUs (synth.devices.assign):
+    # "auto" = one per visible GPU (per tensor-parallel group); ``gpus`` ("0,1,2,3") overrides the visible ones.
+    replicas: int | str = field(default="auto", metadata={"fingerprint": False})
+    gpus: str | None = field(default=None, metadata={"fingerprint": False})
 
     def params(self) -> dict[str, Any]:
         p = super().params()
@@ -103,6 +109,15 @@ class LLMStage(Stage):
                                    self.engine_options.get("device"))
         return p
 
+    def engine_groups(self) -> list[list[str]]:
+        """The GPUs of each engine copy the local executor starts (one process each); ``[[]]``: one copy, in this
+        process. A server engine (openai) needs no GPU of its own: one copy unless ``replicas`` is a number."""
+        if self.engine == "openai" and self.replicas == "auto":
+            return [[]]
+        gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()] if self.gpus else None
+        tp = int(self.engine_options.get("tensor_parallel_size", 1) or 1)
+        return assign(self.replicas, tp if self.engine == "vllm" else 1, gpus)
+
     def setup(self) -> None:
         if getattr(self, "_llm", None) is None:
             self._owns_llm = True  # teardown closes only an engine this stage made, not one handed to it
@@ -113,11 +128,63 @@ class LLMStage(Stage):
     def ask(self, requests: list[Request], stats: ShardStats) -> list[Result]:
         """Generate, and count tokens, cache hits and failures (by reason) into the shard's stats.
 
-        Tokens are counted for every result, cached or not: they measure the work the rows need (what
-        ``synth plan`` projects from); ``llm_requests`` and ``llm_cache_hits`` say how much of it was paid now.
         The requests stream through the engine's bounded window (``Engine.stream``): no waves, identical ones
         sent once, answers cached as they finish."""
-        results = list(self._llm.stream(requests))
+        return self.count(list(self._llm.stream(requests)), stats)
+
+    # A stage with one request per row says what to ask (``build``) and what to do with the answers
+    # (``finish``) instead of writing ``process``: its batches then stream through the engine together.
+
+    def streams(self) -> bool:
+        """Whether batches stream through one engine window (``build``/``finish``), else ``process`` each."""
+        return type(self).build is not LLMStage.build
+
+    def build(self, batch: pa.Table) -> tuple[list[Request], Any]:
+        """The requests for a batch, and whatever ``finish`` needs besides their answers."""
+        raise NotImplementedError
+
+    def finish(self, batch: pa.Table, context: Any, results: list[Result], stats: ShardStats) -> pa.Table:
+        """The batch's output, from its answers (in the order of ``build``'s requests)."""
+        raise NotImplementedError
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        requests, context = self.build(batch)
+        return self.finish(batch, context, self.ask(requests, stats) if requests else [], stats)
+
+    def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
+        """Every batch's requests through one engine stream: the engine's window spans batches and shards, so
+        it never drains at a batch end, and the answers of one batch are checked (``finish``) while later
+        batches generate. At most a window of requests, plus the batches they come from, is held."""
+        if not self.streams():
+            yield from super().process_stream(batches)
+            return
+        waiting: deque[tuple[pa.Table, ShardStats, Any, int]] = deque()  # batches whose answers are not all in
+        answers: list[Result] = []
+
+        def requests() -> Iterator[Request]:
+            for batch, stats in batches:
+                reqs, context = self.build(batch)
+                waiting.append((batch, stats, context, len(reqs)))
+                yield from reqs
+
+        def answered() -> Iterator[pa.Table]:
+            while waiting and len(answers) >= waiting[0][3]:
+                batch, stats, context, n = waiting.popleft()
+                results = self.count(answers[:n], stats)
+                del answers[:n]
+                yield self.finish(batch, context, results, stats)
+
+        for result in self._llm.stream(requests()):
+            answers.append(result)
+            yield from answered()
+        yield from answered()  # trailing batches that asked nothing
+
+    def count(self, results: list[Result], stats: ShardStats) -> list[Result]:
+        """Count tokens, cache hits and failures of a batch's answers into its shard's stats; stop the shard if
+        a request failed for reasons outside it (see the module's docstring).
+
+        Tokens are counted for every result, cached or not: they measure the work the rows need (what
+        ``synth plan`` projects from); ``llm_requests`` and ``llm_cache_hits`` say how much of it was paid now."""
         for r in results:
             if r.cached:
                 stats.count("llm_cache_hits")

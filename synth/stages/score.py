@@ -60,17 +60,17 @@ class Score(LLMStage):
     def params(self) -> dict[str, Any]:
         return {**super().params(), "prompt": get_prompt(self.prompt).identity}
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+    def build(self, batch: pa.Table) -> tuple[list[Request], None]:
         missing = {"instruction_en", "response_en"} - set(batch.column_names)
         if missing:
             raise ValueError(f"score needs the columns {sorted(missing)} (run translate and instruct first)")
         prompt = get_prompt(self.prompt)
         sampling = Sampling(max_tokens=self.max_tokens, temperature=0.0, logprobs=self.logprobs or None)
         rows = batch.select(["id", "instruction_en", "response_en"]).to_pylist()
-        requests = [Request(id=r["id"], messages=prompt.render(instruction=r["instruction_en"],
-                                                               response=r["response_en"]),
-                            sampling=sampling, json_schema=SCHEMA) for r in rows]
-        results = self.ask(requests, stats)
+        return [Request(id=r["id"], messages=prompt.render(instruction=r["instruction_en"], response=r["response_en"]),
+                        sampling=sampling, json_schema=SCHEMA) for r in rows], None
+
+    def finish(self, batch: pa.Table, context: None, results: list[Result], stats: ShardStats) -> pa.Table:
         cols: dict[str, list] = {name: [] for name, _ in SCORE_COLUMNS}
         for res in results:
             self._record(res, cols, stats)

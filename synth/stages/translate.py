@@ -20,12 +20,14 @@ import pyarrow as pa
 
 from synth.extract import lid
 from synth.lang import ENGLISH
+from synth.llm import Request, Result
 from synth.stages import checks as ck
 from synth.stages.checks import CheckSettings
 from synth.stages.gate import Check
 from synth.stages.llm_stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
-from synth.translate import FORWARD, TranslatorSettings, translate_all
+from synth.translate import FORWARD, Translation, TranslatorSettings, copied, needs_translation, translate_all
+from synth.translate.llm import Layout
 
 
 def _ratio(o: Output) -> float:
@@ -87,14 +89,36 @@ class Translate(TranslatorSettings, LLMStage):
             self._translator.close()
             self._translator = None
 
+    def streams(self) -> bool:
+        return self.translator == "llm"  # seq2seq and Apertium translate a batch at a time (``process``)
+
+    def build(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
+        """The LLM translator's requests for the rows not already in English (``needs_translation``)."""
+        texts, langs, ids = (batch.column(c).to_pylist() for c in ("fragment", "lang", "id"))
+        todo = needs_translation(langs, [ENGLISH] * len(langs))
+        requests, layout = self._translator.requests([texts[i] for i in todo], [langs[i] for i in todo],
+                                                     [ENGLISH] * len(todo), [ids[i] for i in todo])
+        return requests, (todo, layout)
+
+    def finish(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
+               stats: ShardStats) -> pa.Table:
+        todo, layout = context
+        done = copied(batch.column("fragment").to_pylist(), todo, stats)
+        for i, res in zip(todo, self._translator.join(layout, results), strict=True):
+            done[i] = res
+        return self._checked(batch, done, stats)
+
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        texts = batch.column("fragment").to_pylist()
-        langs = batch.column("lang").to_pylist()
-        ids = batch.column("id").to_pylist()
-        done = translate_all(self._translator, texts, langs, [ENGLISH] * len(texts), ids, stats)
+        if self.streams():
+            return super().process(batch, stats)
+        texts, langs, ids = (batch.column(c).to_pylist() for c in ("fragment", "lang", "id"))
+        return self._checked(batch, translate_all(self._translator, texts, langs, [ENGLISH] * len(texts), ids,
+                                                  stats), stats)
+
+    def _checked(self, batch: pa.Table, done: list[Translation], stats: ShardStats) -> pa.Table:
+        """The rows whose translation passed the checks, with ``response_en`` and its LID probability."""
+        texts, langs = batch.column("fragment").to_pylist(), batch.column("lang").to_pylist()
         outputs = [Output(en, src, lang, ENGLISH) for (en, _), src, lang in zip(done, texts, langs, strict=True)]
         batch, kept = self.apply_checks(batch, outputs, [r for _, r in done], stats, lid=self._lid)
         return (batch.append_column("response_en", pa.array([outputs[i].text for i in kept], pa.string()))
                 .append_column("response_en_lid", pa.array([outputs[i].verdict.prob for i in kept], pa.float32())))
-
-

@@ -11,7 +11,7 @@ from typing import Any
 
 from synth.lang import ENGLISH
 from synth.lang import name as language_name
-from synth.llm import Request, Sampling
+from synth.llm import Request, Result, Sampling
 from synth.prompts import get_prompt
 from synth.stages import checks as ck
 from synth.stages.llm_stage import LLMStage
@@ -22,6 +22,7 @@ from synth.translate import FORWARD, ROUND_TRIP, Direction, Translation
 SETTINGS = frozenset({"engine", "model", "revision", "temperature", "repetition_penalty", "max_tokens",
                       "max_tokens_per_char", "chunk_chars"})
 PROMPTS = frozenset({FORWARD.prompt, ROUND_TRIP.prompt})
+Layout = list[tuple[list[str], int]]  # per text: the separators between its pieces, its first request's index
 
 
 class LLMTranslator:
@@ -54,12 +55,18 @@ class LLMTranslator:
 
     def translate(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
                   stats: ShardStats) -> list[Translation]:
+        requests, layout = self.requests(texts, src_langs, tgt_langs, ids)
+        return self.join(layout, self.stage.ask(requests, stats) if requests else [])
+
+    def requests(self, texts: list[str], src_langs: list[str], tgt_langs: list[str],
+                 ids: list[str]) -> tuple[list[Request], Layout]:
+        """One request per piece of each text, and the layout ``join`` puts the answers back together with."""
         stage = self.stage
         prompt = get_prompt(self.prompt_name)
         sampling = Sampling(max_tokens=stage.max_tokens, temperature=stage.temperature,
                             repetition_penalty=stage.repetition_penalty)
         requests: list[Request] = []
-        layout: list[tuple[list[str], int]] = []  # per text: its separators and the index of its first request
+        layout: Layout = []  # per text: its separators and the index of its first request
         for text, src, tgt, rid in zip(texts, src_langs, tgt_langs, ids, strict=True):
             pieces, seps = split_text(text, stage.chunk_chars, len, merge=True)
             layout.append((seps, len(requests)))
@@ -70,16 +77,19 @@ class LLMTranslator:
                     sampling, max_tokens=min(sampling.max_tokens, 32 + int(stage.max_tokens_per_char * len(piece))))
                 requests.append(Request(id=f"{rid}{self.direction.id_suffix}#{k}",
                                         messages=prompt.render(**lang, text=piece), sampling=budget))
-        results = stage.ask(requests, stats) if requests else []
+        return requests, layout
+
+    def join(self, layout: Layout, results: list[Result]) -> list[Translation]:
+        """Each text from its pieces' answers; a text fails with its first failing piece's reason."""
         out: list[Translation] = []
         for seps, first in layout:
             parts, reason = [], None if seps else ck.EMPTY
             for r in results[first : first + len(seps)]:
-                cleaned, problem = ck.result_problem(r.text, r.finish_reason, r.error, stage.checks)
+                cleaned, problem = ck.result_problem(r.text, r.finish_reason, r.error, self.stage.checks)
                 reason = reason or problem
                 parts.append(cleaned)
             joined = join_pieces(parts, seps) if reason is None else ""
             if reason is None and len(seps) > 1:
-                reason = ck.text_problem(joined, settings=stage.checks)
+                reason = ck.text_problem(joined, settings=self.stage.checks)
             out.append((joined, reason))
         return out
