@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, ClassVar
 
 import pyarrow as pa
@@ -71,6 +72,7 @@ def wrong_language(o: Output, s: CheckSettings) -> bool:
 
 
 LANGUAGE_CHECK = Check(ck.WRONG_LANGUAGE, wrong_language, "min_lid_prob")
+QUIET_BATCHES = 4  # batches in a row that ask the engine nothing, after which the stream in progress drains
 
 
 @dataclass
@@ -154,18 +156,29 @@ class LLMStage(Stage):
     def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
         """Every batch's requests through one engine stream: the engine's window spans batches and shards, so
         it never drains at a batch end, and the answers of one batch are checked (``finish``) while later
-        batches generate. At most a window of requests, plus the batches they come from, is held."""
+        batches generate. At most a window of requests, plus the batches they come from, is held.
+
+        Batches that ask nothing (rows copied, not sent) do not open a stream; after ``QUIET_BATCHES`` of them
+        in a row the stream in progress is let finish, so a long run of them is never held in memory waiting."""
         if not self.streams():
             yield from super().process_stream(batches)
             return
+        source = iter(batches)
         waiting: deque[tuple[pa.Table, ShardStats, Any, int]] = deque()  # batches whose answers are not all in
         answers: list[Result] = []
+        exhausted = False
 
         def requests() -> Iterator[Request]:
-            for batch, stats in batches:
+            nonlocal exhausted
+            quiet = 0
+            for batch, stats in source:
                 reqs, context = self.build(batch)
                 waiting.append((batch, stats, context, len(reqs)))
                 yield from reqs
+                quiet = 0 if reqs else quiet + 1
+                if quiet >= QUIET_BATCHES:
+                    return
+            exhausted = True
 
         def answered() -> Iterator[pa.Table]:
             while waiting and len(answers) >= waiting[0][3]:
@@ -174,10 +187,14 @@ class LLMStage(Stage):
                 del answers[:n]
                 yield self.finish(batch, context, results, stats)
 
-        for result in self._llm.stream(requests()):
-            answers.append(result)
-            yield from answered()
-        yield from answered()  # trailing batches that asked nothing
+        while not exhausted:
+            segment = requests()
+            first = next(segment, None)
+            if first is not None:  # the engine is touched only when something is asked
+                for result in self._llm.stream(chain([first], segment)):
+                    answers.append(result)
+                    yield from answered()
+            yield from answered()  # what is left: batches that asked nothing
 
     def count(self, results: list[Result], stats: ShardStats) -> list[Result]:
         """Count tokens, cache hits and failures of a batch's answers into its shard's stats; stop the shard if
