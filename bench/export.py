@@ -35,8 +35,16 @@ SHARD = 50_000
 WORDS = np.array(["habari", "ya", "asubuhi", "leo", "tunajifunza", "kuhusu", "historia", "nchi", "na", "watu",
                   "wake", "wote", "pamoja"])
 
-CHILD = """
-import json, resource, sys, time
+# This process's own peak (VmHWM): ru_maxrss would carry the parent's peak over the exec.
+PEAK = """
+def peak_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+
+CHILD = PEAK + """
+import json, sys, time
 from pathlib import Path
 from synth.export import ExportSettings, export
 from synth.runner import StageOutput
@@ -44,16 +52,18 @@ out = StageOutput.open(sys.argv[1])
 t0 = time.perf_counter()
 export(out, sys.argv[2], ExportSettings(formats=("parquet", "jsonl", "alpaca", "sharegpt")))
 print(json.dumps({"seconds": time.perf_counter() - t0,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": peak_mb()}))
 """
 
-REPORT_CHILD = """
-import json, resource, sys, time
+REPORT_CHILD = PEAK + """
+import json, sys, time
+from pathlib import Path
 from synth.report import write_report
+Path(sys.argv[2]).mkdir(parents=True, exist_ok=True)
 t0 = time.perf_counter()
 write_report(sys.argv[2], final=sys.argv[1])
 print(json.dumps({"seconds": time.perf_counter() - t0,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": peak_mb()}))
 """
 
 
@@ -107,7 +117,7 @@ def main() -> None:
                               capture_output=True, text=True)
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         # the run's report from the exported dataset, in a fresh process too (what `synth run` does last)
-        rep = subprocess.run([sys.executable, "-c", REPORT_CHILD, str(run), str(base / f"report-{rows}")],
+        rep = subprocess.run([sys.executable, "-c", REPORT_CHILD, str(run / "final"), str(base / f"report-{rows}")],
                              cwd=REPO, check=True, capture_output=True, text=True)
         rep = json.loads(rep.stdout.strip().splitlines()[-1])
         size = sum(p.stat().st_size for p in out.glob("*.parquet")) / 2**20
