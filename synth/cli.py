@@ -343,11 +343,12 @@ def run_cmd(
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
                  "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
                  "executor": executor, "ray_address": ray_address}
-        copies = {"replicas": replicas, "gpus": gpus}  # every stage that calls a model
-        sections = {"score": {"model": judge_model, **copies}, "instruct": copies,
-                    "translate": {**translators, **copies}, "backtranslate": {**translators, **copies},
+        sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
                     "decontaminate": {"paths": decontaminate or None},
                     pipeline.EXPORT: {"formats": ["parquet", *format] if format else None}}
+        for spec in PIPELINE:  # engine copies: every stage that calls a model, as the registry says
+            if spec.uses_model:
+                sections[spec.section] = {**sections.get(spec.section, {}), "replicas": replicas, "gpus": gpus}
         result = pipeline.run(pipeline.RunSettings.load(config, flags, sections), out, progress=not quiet)
     except (SynthError, ValueError, OSError) as e:  # every stage's own error says what and where
         _fail(e)
