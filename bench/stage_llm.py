@@ -154,10 +154,12 @@ def bench_openai(args, rows) -> list[dict]:
             sweep[c] = time.perf_counter() - t0
         best = min(sweep, key=sweep.get)
         print("plain client sweep (s): " + ", ".join(f"c={c}: {s:.1f}" for c, s in sweep.items()), file=sys.stderr)
+        label = "auto" if engine.adaptive else engine.concurrency
         rows_out = compare([(f"plain async httpx, c={best} (raw)", raw_at(best)),
-                            (f"synth instruct stage, openai c={engine.concurrency}", ours)], args.repeats)
+                            (f"synth instruct stage, openai c={label}", ours)], args.repeats)
+        print(f"openai engine concurrency at the end: {engine.concurrency}", file=sys.stderr)
         engine.close()
-        return [{**r, "sweep": sweep} for r in rows_out]
+        return [{**r, "sweep": sweep, "engine_concurrency": engine.concurrency} for r in rows_out]
     finally:
         server.stop()
 

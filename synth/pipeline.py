@@ -548,8 +548,9 @@ PIPELINE = Pipeline((
     StageSpec("04_embed", "synth.select.embed:Embed", reads="04_score", command="select",
               flags=(Flag("model", str, "sentence-transformers model (default: all-MiniLM-L6-v2).",
                           name="embed-model"),
-                     Flag("backend", str, "Embedding backend: torch (default), onnx or openvino (their "
-                          "sentence-transformers extras).", name="embed-backend"))),
+                     Flag("backend", str, "Embedding backend: auto (default: torch on a GPU, on a CPU openvino "
+                          "or onnx where their extras are installed, else torch), torch, onnx or openvino.",
+                          name="embed-backend"))),
     StageSpec("04_select", "synth.select.select:Mark", reads="04_embed", build=_select,
               settings="synth.select.select:SelectSettings", top=("target",), flags=SELECT_FLAGS,
               help="Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."),

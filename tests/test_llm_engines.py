@@ -196,6 +196,20 @@ class TestVLLMInProcess:
         assert again.id == "fr_again" and again.cached and again.text == results[0].text  # sent once
         assert (counts.sent, counts.hits, counts.max_in_flight) == (len(QUESTIONS), 1, 2)
 
+    def test_two_streams_share_the_engine(self, vllm_engine):
+        """Two streams in flight on one engine at once (a stage's second pass reading the first's answers): each
+        step hands out both streams' finished requests, and neither loses one to the other."""
+        renamed = [Request(f"b_{q.id}", messages=q.messages, prompt=q.prompt, sampling=q.sampling) for q in QUESTIONS]
+        a, b = vllm_engine.stream(QUESTIONS, window=2), vllm_engine.stream(renamed, window=2)
+        first, second = [], []
+        for x, y in zip(a, b, strict=True):  # taking turns: each poll steps the other's requests too
+            first.append(x)
+            second.append(y)
+        check_answers(first)
+        assert [r.id for r in second] == [r.id for r in renamed] and all(r.ok for r in second)
+        assert [r.text for r in second] == [r.text for r in first]
+        assert not vllm_engine.mail and not vllm_engine.external  # nothing left behind
+
     def test_seeded_sampling_over_prompts_longer_than_a_step(self, vllm_engine):
         """24 seeded, sampled requests whose prompts (~8k tokens) exceed one step's token budget: with chunked
         prefill (vLLM's default) the CPU build's engine core died on them ("CPU Generator does not use
@@ -323,4 +337,31 @@ class TestOpenAIEngineOnVLLMServer:
         engine.close()
         assert engine._client is None and not engine._thread
         assert engine.generate(QUESTIONS[:1])[0].ok  # a closed engine opens again when asked
+        engine.close()
+
+    def test_concurrency_auto_grows_to_what_the_server_runs(self, vllm_server, api_key):
+        """The default concurrency starts at AUTO_START and doubles while every request out is running and the
+        server's metrics show none waiting; a server without vLLM's metrics leaves it where it starts."""
+        import httpx
+
+        from synth.llm.openai import AUTO_START, OpenAIEngine
+
+        async def load(base_url: str) -> tuple[float, float] | None:
+            async with httpx.AsyncClient() as client:
+                return await OpenAIEngine("m", base_url=base_url, api_key_env="")._server_load(client)
+
+        assert asyncio.run(load(vllm_server.base_url)) == (0.0, 0.0)  # idle: nothing running, nothing queued
+        assert asyncio.run(load("http://127.0.0.1:9/v1")) is None  # no server there, no metrics
+
+        engine = openai_engine(vllm_server, api_key, probe_seconds=0.2)
+        assert engine.adaptive and engine.concurrency == AUTO_START
+        reqs = [Request(f"c{i}", prompt=f"Item {i}:", sampling=Sampling(max_tokens=4)) for i in range(600)]
+        results = list(engine.stream(reqs))
+        assert [r.id for r in results] == [r.id for r in reqs] and all(r.ok for r in results)
+        print("concurrency auto:", AUTO_START, "->", engine.concurrency, engine.adaptations)
+        assert engine.running == 0 and engine.concurrency > AUTO_START
+        # vLLM's CPU server runs 128 sequences at once: it can show no queue at 128 of ours, never at 256
+        assert engine.concurrency <= 256
+        if any("queued" in a for a in engine.adaptations):
+            assert engine.concurrency == 128
         engine.close()

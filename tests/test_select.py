@@ -18,6 +18,7 @@ from synth.fingerprint import stable_id
 from synth.identity import identity
 from synth.runner import Stage, StageOutput, TableSource, run_stage
 from synth.select import Embed, SelectError, SelectSettings, default_embedding_model, select
+from synth.select import embed as embed_mod
 from synth.select.embed import EmbedError, resolve_embedding_model
 
 sel = importlib.import_module("synth.select.select")  # the module (``synth.select.select`` is the function)
@@ -157,13 +158,24 @@ def test_missing_model_package_is_named(monkeypatch):
         default_embedding_model()
 
 
-def test_embedding_backend_names_outputs_and_a_missing_extra_is_named():
-    """ONNX and OpenVINO vectors differ from torch's in the 5th digit: another backend is another output; the
-    default names outputs as before. Without the extra (this environment), one line says what to install."""
-    assert Embed(backend="torch").fingerprint("x") == Embed().fingerprint("x")
-    assert Embed(backend="openvino").fingerprint("x") != Embed().fingerprint("x")
-    with pytest.raises(EmbedError, match="one of torch, onnx, openvino"):
+def test_embedding_backend_names_outputs_and_a_missing_extra_is_named(monkeypatch):
+    """ONNX and OpenVINO vectors differ from torch's in the 5th digit: another backend is another output; torch
+    names outputs as before. ``auto`` is torch on a GPU and where no extra is installed (this environment), else
+    the faster of OpenVINO and ONNX. Without the extra, one line says what to install."""
+    assert Embed(backend="torch").fingerprint("x") == Embed(device="cpu").fingerprint("x")
+    assert Embed(backend="openvino").fingerprint("x") != Embed(backend="torch").fingerprint("x")
+    with pytest.raises(EmbedError, match="auto or one of torch, onnx, openvino"):
         Embed(backend="tensorrt")
+    installed = {b: not embed_mod.missing_packages(b) for b in ("onnx", "openvino")}
+    expected = "openvino" if installed["openvino"] else "onnx" if installed["onnx"] else "torch"
+    assert Embed(device="cpu").resolved_backend() == expected
+    monkeypatch.setattr(embed_mod, "missing_packages", lambda b: [] if b == "onnx" else ["openvino"])
+    assert Embed(device="cpu").resolved_backend() == "onnx"
+    assert Embed(device="cpu").fingerprint("x") == Embed(backend="onnx").fingerprint("x")
+    assert Embed(device="cuda:0").resolved_backend() == "torch"  # fp16 torch on a GPU
+    monkeypatch.setattr(embed_mod, "missing_packages", lambda b: [])
+    assert Embed(device="cpu").resolved_backend() == "openvino"
+    monkeypatch.undo()  # the real packages again
     if importlib.util.find_spec("openvino") is None:
         with pytest.raises(EmbedError, match=r"'openvino' needs .*sentence-transformers\[openvino\]"):
             Embed(backend="openvino").setup()

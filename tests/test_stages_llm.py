@@ -404,6 +404,7 @@ GIST = "user = '''Write one short English sentence about human rights.'''\n"
 QUESTION = "user = '''What is a good question to ask about human rights? Reply with only the question.'''\n"
 FIXED = "user = '''Write a question that asks what human rights are. Reply with the question only.'''\n"
 ABOUT = "user = '''{{ response }}\n\nWhat is a good question to ask about this? Reply with the question only.'''\n"
+ECHO = "user = '''{{ text }}'''\n"
 
 
 @pytest.mark.slow
@@ -493,3 +494,48 @@ def test_one_engine_stream_spans_batches_and_shards(smol, tmp_path):
         assert stats["counters"]["llm_requests"] == rows_in
     print("kept", out.num_rows, "dropped", out.stats()["dropped"])
     assert out.num_rows > 0
+
+
+class _ByBatch(Backtranslate):
+    """The same stage, batch by batch (``process``), as seq2seq and Apertium run it."""
+
+    def streams(self) -> bool:
+        return False
+
+
+@pytest.mark.slow
+def test_backtranslate_streams_both_passes(smol, tmp_path):
+    """Backtranslate with the round trip over 3 shards read in batches of 2: the forward translations stream
+    across batches and shards, the round trip streams beside them (reading the forward pass's finished
+    batches), and the rows, columns and counts are those of the stage run batch by batch on the same answers."""
+    prompt = tmp_path / "echo.v1.toml"
+    prompt.write_text(ECHO)  # one request per text (FIXED would be one request for every row)
+    n = 8
+    rows = pa.table({"id": [f"b{i}" for i in range(n)], "lang": ["swh"] * (n - 2) + ["eng"] * 2,
+                     "fragment": ["Kila mtu ana haki ya elimu."] * n,
+                     "instruction_en": [f"What does article {i + 1} of the declaration say?" for i in range(n)],
+                     "selected": [True, True, False, True, None, True, True, True]})
+    settings = {"prompt": str(prompt), "roundtrip": True, "roundtrip_prompt": str(prompt), "max_tokens": 16,
+                **FAST}
+    engine = CachedEngine(smol, RequestCache(tmp_path / "requests.sqlite"))
+    try:
+        streamed = run_stage(_on(Backtranslate(**settings), engine), TableSource(rows, 3), tmp_path / "a",
+                             batch_size=2, progress=False)
+        sent = engine.counts.sent
+        plain = run_stage(_on(_ByBatch(**settings), engine), TableSource(rows, 3), tmp_path / "b", batch_size=2,
+                          progress=False)
+    finally:
+        engine.cache.close()
+    swahili_selected = 4  # b0, b1, b3, b5 (b6, b7: English, copied both ways; b2, b4 not selected)
+    assert engine.counts.max_in_flight > 2  # more than one batch's requests at the engine at once
+    assert engine.counts.sent == sent  # batch by batch, every answer came from the cache: the same answers
+    kept = streamed.read()
+    assert kept.equals(plain.read()) and kept.num_rows > 0
+    a, b = streamed.stats(), plain.stats()
+    assert a["dropped"] == b["dropped"] and a["dropped"].get(NOT_SELECTED) == 2
+    assert a["rows_in"] == n == a["rows_out"] + sum(a["dropped"].values())
+    tokens = ("prompt_tokens", "completion_tokens", "copied_same_language")
+    assert {k: a["counters"][k] for k in tokens} == {k: b["counters"][k] for k in tokens}
+    assert a["counters"]["copied_same_language"] == 2  # counted once, not again by the round trip
+    assert a["counters"]["llm_requests"] == sent >= swahili_selected  # forward, and round trips of those kept
+    assert kept.column("bt_roundtrip_sim").null_count == 0

@@ -2,7 +2,11 @@
 TGI, llama.cpp server, hosted APIs).
 
 Requests go out concurrently: one ``httpx.AsyncClient`` per engine, on an event loop thread of its own, under a
-semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many submitted. Each attempt
+semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many submitted. By default
+(``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting at ``AUTO_START`` it
+doubles while the server runs more than half of what it sends and its ``/metrics`` show none waiting, and steps
+back once when the server keeps requests queued (a vLLM server runs up to 128 sequences on a CPU, 256 on most
+GPUs, 1,024 on an H100 or H200). A server without vLLM's metrics keeps ``AUTO_START``. Each attempt
 has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused connection while a server
 restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time
 budget, so a batch never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason
@@ -34,6 +38,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {429, 500, 502, 503, 504}
+AUTO_START = 32  # concurrency "auto": where it starts, and where it stays on a server without vLLM's metrics
+AUTO_MAX = 4096
+RUNNING, WAITING = "vllm:num_requests_running", "vllm:num_requests_waiting"  # a vLLM server's gauges
+QUEUED_PROBES = 3  # probes in a row that find requests queued at the server: it runs all it can
 
 
 class _Retry(Exception):
@@ -64,19 +72,24 @@ class OpenAIEngine(Engine):
     name = "openai"
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 concurrency: int = 128, timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
-                 max_backoff: float = 20.0, request_budget: float | None = None, dtype: str | None = None) -> None:
+                 concurrency: int | str = "auto", timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
+                 max_backoff: float = 20.0, request_budget: float | None = None, dtype: str | None = None,
+                 probe_seconds: float = 2.0) -> None:
         """``dtype``: the precision the server runs, as you know it (the API does not say); it only names the
         cache entries, so answers of a bf16 and an fp32 deployment of one model are never mixed.
-        ``concurrency``: requests at the server at once; the default keeps a local vLLM server's batch full
-        (bench/llm.py). On a slow (CPU) server lower it, so queued requests do not reach ``timeout``.
+        ``concurrency``: requests at the server at once; "auto" (see the module's docstring) grows it to what a
+        vLLM server runs at once, measured every ``probe_seconds``; a number fixes it (a hosted API's limits).
         ``timeout``: seconds for one attempt, all included (connect, queue at the server, generation).
         ``request_budget``: seconds one request may take over all its attempts and waits; by default enough
         for every attempt to time out and every backoff to reach ``max_backoff``."""
         self.model = model
         self.base_url, self._auth = _without_credentials(_base_url(base_url))
         self.api_key_env = api_key_env
-        self.concurrency = max(1, int(concurrency))
+        self.adaptive = concurrency == "auto"
+        self.concurrency = AUTO_START if self.adaptive else max(1, int(concurrency))
+        self.probe_seconds = float(probe_seconds)
+        self.running = 0  # requests at the server now (inside the semaphore)
+        self.adaptations: list[str] = []  # what concurrency "auto" decided, in order (also logged)
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
@@ -112,10 +125,13 @@ class OpenAIEngine(Engine):
                 thread.start()
 
                 async def open_client() -> tuple[Any, asyncio.Semaphore]:
-                    limits = httpx.Limits(max_connections=self.concurrency,
-                                          max_keepalive_connections=self.concurrency)
-                    return (httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout), auth=self._auth),
-                            asyncio.Semaphore(self.concurrency))
+                    most = AUTO_MAX if self.adaptive else self.concurrency
+                    limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
+                    client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout), auth=self._auth)
+                    sem = asyncio.Semaphore(self.concurrency)
+                    if self.adaptive:
+                        self._adapting = asyncio.get_running_loop().create_task(self._adapt(client, sem))
+                    return client, sem
 
                 self._client, self._sem = asyncio.run_coroutine_threadsafe(open_client(), loop).result()
                 self._loop, self._thread = loop, thread
@@ -140,6 +156,9 @@ class OpenAIEngine(Engine):
         loop, self._loop = self._loop, None
         if loop is None:
             return
+        adapting = getattr(self, "_adapting", None)
+        if adapting is not None:
+            loop.call_soon_threadsafe(adapting.cancel)
         asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(30)
@@ -198,7 +217,11 @@ class OpenAIEngine(Engine):
                     raise _Retry("timeout")
                 async with sem:
                     self.attempts += 1
-                    data = await asyncio.wait_for(self._post(client, url, body), min(self.timeout, left))
+                    self.running += 1
+                    try:
+                        data = await asyncio.wait_for(self._post(client, url, body), min(self.timeout, left))
+                    finally:
+                        self.running -= 1
                 return self._result(request, data, chat=request.messages is not None, t0=t0)
             except _Retry as r:
                 failure = r
@@ -218,6 +241,71 @@ class OpenAIEngine(Engine):
             attempt += 1
             self.retries += 1
             await asyncio.sleep(wait)
+
+    # -- concurrency "auto" ---------------------------------------------------------------------------------
+
+    async def _adapt(self, client: Any, sem: asyncio.Semaphore) -> None:
+        """Double ``concurrency`` each time the server runs more than half of it and queues nothing; once the
+        server keeps requests queued (``QUEUED_PROBES`` probes in a row: a burst just released queues for a step
+        or two anyway), step back once and stop. Stops at once on a server without vLLM's metrics. Probes only
+        while this engine is the limit (as many requests out as it allows)."""
+        queued = 0
+        while self.concurrency < AUTO_MAX:
+            await asyncio.sleep(self.probe_seconds)
+            if self.running < self.concurrency:
+                continue
+            load = await self._server_load(client)
+            if load is None:
+                self._adapted(f"no vLLM metrics at {self._metrics_url()}; concurrency stays {self.concurrency}")
+                return
+            running, waiting = load
+            if waiting > 0:
+                queued += 1
+                if queued >= QUEUED_PROBES:
+                    if self.concurrency > AUTO_START:
+                        self._resize(sem, self.concurrency // 2)
+                    self._adapted(f"the server keeps requests queued; concurrency {self.concurrency}")
+                    return
+                continue
+            queued = 0
+            # Queueing nothing while running more than the last step allowed: room to grow. (Some of ours are
+            # always in transit, arriving or leaving, so "runs them all" would wait forever on short requests.)
+            if running > self.concurrency / 2:
+                self._resize(sem, min(AUTO_MAX, self.concurrency * 2))
+                self._adapted(f"the server runs {int(running)} requests, queues none; concurrency {self.concurrency}")
+
+    def _adapted(self, what: str) -> None:
+        self.adaptations.append(what)
+        log.info("openai: %s", what)
+
+    def _resize(self, sem: asyncio.Semaphore, n: int) -> None:
+        """Give the semaphore ``n`` permits: new ones at once, fewer by holding permits as requests finish."""
+        for _ in range(n - self.concurrency):
+            sem.release()
+        loop = asyncio.get_running_loop()
+        self._held = [loop.create_task(sem.acquire()) for _ in range(self.concurrency - n)]  # held for good
+        self.concurrency = n
+
+    def _metrics_url(self) -> str:
+        root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
+        return root + "/metrics"
+
+    async def _server_load(self, client: Any) -> tuple[float, float] | None:
+        """Requests the server is running and has queued (vLLM's gauges, summed over engines), or None."""
+        try:
+            resp = await client.get(self._metrics_url(), headers=self._headers(), timeout=10)
+        except Exception:
+            return None
+        if resp.status_code != 200:
+            return None
+        load = {RUNNING: 0.0, WAITING: 0.0}
+        seen = set()
+        for line in resp.text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in load:
+                load[name] += float(line.rsplit(" ", 1)[1])
+                seen.add(name)
+        return (load[RUNNING], load[WAITING]) if seen == set(load) else None
 
     async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
@@ -269,8 +357,11 @@ class OpenAIFeed:
 
     def __init__(self, engine: OpenAIEngine) -> None:
         self.engine = engine
-        self.window = 4 * engine.concurrency
         self.done: queue.SimpleQueue[tuple[int, Result]] = queue.SimpleQueue()
+
+    @property
+    def window(self) -> int:  # follows the engine's concurrency as "auto" grows it
+        return 4 * self.engine.concurrency
 
     def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
         for tag, request in items:

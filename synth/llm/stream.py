@@ -144,11 +144,12 @@ def stream(feed: Callable[[], Feed], requests: Iterable[Request], window: int | 
                         inflight[key] = _Pending(req)
                         keys[tag] = key
                         waiting.append((tag, req))
-            # Send what the window has room for.
+            # Send what the window has room for (a feed's own window may grow as it learns the engine).
+            if waiting and the_feed is None:
+                the_feed = feed()
+            if the_feed is not None and not window:
+                limit = max(1, the_feed.window)
             if waiting:
-                if the_feed is None:
-                    the_feed = feed()
-                    limit = max(1, int(window)) if window else max(1, the_feed.window)
                 room = max(0, limit - at_engine)
                 if room:
                     go, waiting[:room] = waiting[:room], []

@@ -61,6 +61,10 @@ class VLLMEngine(Engine):
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
         # The sequences one step runs at once: a stream keeps a few times this many queued (synth.llm.stream).
         self.concurrency = int(self.llm.llm_engine.vllm_config.scheduler_config.max_num_seqs)
+        # Shared by the feeds of this engine (VLLMFeed): the id outputs carry -> vLLM's internal id, for every
+        # request queued; and finished outputs a feed stepped out for another feed, by internal id.
+        self.external: dict[str, str] = {}
+        self.mail: dict[str, Any] = {}
 
     @staticmethod
     def key(model: str, revision: str | None = None, dtype: str = "auto", max_model_len: int | None = None,
@@ -178,13 +182,15 @@ class VLLMFeed:
 
     Each ``submit`` is sorted by prompt length (neighbours share prefixes, which prefix caching reuses) and
     queued one by one, so a request vLLM rejects fails alone. If the engine itself breaks, every queued request
-    comes back as a (transient) failure and is aborted."""
+    comes back as a (transient) failure and is aborted.
+
+    Several feeds may share one engine at once (a stage's second pass reading the first's answers): a step
+    returns every feed's finished requests, and those of another feed wait in the engine's ``mail`` for it."""
 
     def __init__(self, engine: VLLMEngine) -> None:
         self.engine = engine
         self.window = 4 * engine.concurrency
         self.queued: dict[str, tuple[int, Request, float]] = {}  # vLLM's internal id -> (tag, request, t0)
-        self.external: dict[str, str] = {}  # the id outputs carry -> the internal one
 
     def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
         t0 = time.perf_counter()
@@ -201,40 +207,50 @@ class VLLMFeed:
             # enqueue() answers with vLLM's internal id (the external one plus a random suffix); outputs carry
             # the external one.
             self.queued[rid] = (items[i][0], requests[i], t0)
-            self.external[_external_id(rid)] = rid
+            self.engine.external[_external_id(rid)] = rid
         return [(items[i][0], r) for i, r in enumerate(results) if r is not None]
 
     def poll(self, timeout: float) -> list[tuple[int, Result]]:
         done: list[tuple[int, Result]] = []
-        engine = self.engine.llm.llm_engine
+        engine, mail = self.engine.llm.llm_engine, self.engine.mail
         deadline = time.perf_counter() + timeout
         try:
             while self.queued and not done:
+                for rid in [rid for rid in self.queued if rid in mail]:  # finished during another feed's step
+                    done.append(self._done(rid, mail.pop(rid)))
+                if done:
+                    break
                 if not engine.has_unfinished_requests():  # finished without an output: never silently lost
-                    for tag, req, t0 in self.queued.values():
-                        done.append((tag, Result.failed(req, "engine_error:no_output", time.perf_counter() - t0)))
-                    self.queued.clear()
-                    self.external.clear()
+                    done.extend(self._fail_all("engine_error:no_output"))
                     break
                 for out in engine.step():
                     if not out.finished:
                         continue
-                    rid = out.request_id if out.request_id in self.queued else self.external.get(out.request_id)
-                    if rid is None or rid not in self.queued:
-                        continue
-                    self.external.pop(_external_id(rid), None)
-                    tag, req, t0 = self.queued.pop(rid)
-                    done.append((tag, self.engine._result(req, out, t0)))
+                    rid = self.engine.external.get(out.request_id, out.request_id)
+                    if rid in self.queued:
+                        done.append(self._done(rid, out))
+                    elif _external_id(rid) in self.engine.external:  # another feed's request
+                        mail[rid] = out
                 if time.perf_counter() >= deadline:
                     break
         except Exception as e:  # the engine itself broke: every queued request is a (transient) failure
             log.warning("vLLM failed during generation: %s", type(e).__name__)
             self.engine._abort(list(self.queued))
-            for tag, req, t0 in self.queued.values():
-                done.append((tag, Result.failed(req, f"engine_error:{type(e).__name__}", time.perf_counter() - t0)))
-            self.queued.clear()
-            self.external.clear()
+            done.extend(self._fail_all(f"engine_error:{type(e).__name__}"))
         return done
+
+    def _done(self, rid: str, out: Any) -> tuple[int, Result]:
+        self.engine.external.pop(_external_id(rid), None)
+        tag, req, t0 = self.queued.pop(rid)
+        return tag, self.engine._result(req, out, t0)
+
+    def _fail_all(self, reason: str) -> list[tuple[int, Result]]:
+        failed = [(tag, Result.failed(req, reason, time.perf_counter() - t0)) for tag, req, t0 in self.queued.values()]
+        for rid in self.queued:
+            self.engine.external.pop(_external_id(rid), None)
+            self.engine.mail.pop(rid, None)
+        self.queued.clear()
+        return failed
 
 
 def _batch_invariant_mode(cpu: bool) -> None:

