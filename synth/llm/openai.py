@@ -4,9 +4,10 @@ TGI, llama.cpp server, hosted APIs).
 Requests go out concurrently: one ``httpx.AsyncClient`` per engine, on an event loop thread of its own, under a
 semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many submitted. By default
 (``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting at ``AUTO_START`` it
-doubles while the server runs more than half of what it sends and its ``/metrics`` show none waiting, and steps
-back once when the server keeps requests queued (a vLLM server runs up to 128 sequences on a CPU, 256 on most
-GPUs, 1,024 on an H100 or H200). A server without vLLM's metrics keeps ``AUTO_START``. Each attempt
+doubles while the server's ``/metrics`` show it running more than half of what it sends, and steps back once
+when that count stays at half or below (a vLLM server runs up to 128 sequences on a CPU, 256 on most GPUs,
+1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's metrics keeps ``AUTO_START``.
+Each attempt
 has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused connection while a server
 restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time
 budget, so a batch never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason
@@ -40,8 +41,8 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {429, 500, 502, 503, 504}
 AUTO_START = 32  # concurrency "auto": where it starts, and where it stays on a server without vLLM's metrics
 AUTO_MAX = 4096
-RUNNING, WAITING = "vllm:num_requests_running", "vllm:num_requests_waiting"  # a vLLM server's gauges
-QUEUED_PROBES = 3  # probes in a row that find requests queued at the server: it runs all it can
+RUNNING = "vllm:num_requests_running"  # a vLLM server's gauge of the sequences it runs now
+FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can
 
 
 class _Retry(Exception):
@@ -245,34 +246,32 @@ class OpenAIEngine(Engine):
     # -- concurrency "auto" ---------------------------------------------------------------------------------
 
     async def _adapt(self, client: Any, sem: asyncio.Semaphore) -> None:
-        """Double ``concurrency`` each time the server runs more than half of it and queues nothing; once the
-        server keeps requests queued (``QUEUED_PROBES`` probes in a row: a burst just released queues for a step
-        or two anyway), step back once and stop. Stops at once on a server without vLLM's metrics. Probes only
-        while this engine is the limit (as many requests out as it allows)."""
-        queued = 0
+        """Double ``concurrency`` each time the server runs more than half of it (more than the step before
+        allowed: it has room). When it runs at most half and that count stops rising for ``FLAT_PROBES`` probes
+        in a row, whatever limits it (its sequence cap, KV cache or prefill budget) is reached: step back once
+        and stop. A count still rising is a server admitting a burst (prefill takes a while on a CPU): wait.
+        Stops at once on a server without vLLM's metrics. Probes only while this engine is the limit."""
+        flat, last = 0, -1.0
         while self.concurrency < AUTO_MAX:
             await asyncio.sleep(self.probe_seconds)
             if self.running < self.concurrency:
                 continue
-            load = await self._server_load(client)
-            if load is None:
+            running = await self._server_running(client)
+            if running is None:
                 self._adapted(f"no vLLM metrics at {self._metrics_url()}; concurrency stays {self.concurrency}")
                 return
-            running, waiting = load
-            if waiting > 0:
-                queued += 1
-                if queued >= QUEUED_PROBES:
-                    if self.concurrency > AUTO_START:
-                        self._resize(sem, self.concurrency // 2)
-                    self._adapted(f"the server keeps requests queued; concurrency {self.concurrency}")
-                    return
-                continue
-            queued = 0
-            # Queueing nothing while running more than the last step allowed: room to grow. (Some of ours are
-            # always in transit, arriving or leaving, so "runs them all" would wait forever on short requests.)
             if running > self.concurrency / 2:
                 self._resize(sem, min(AUTO_MAX, self.concurrency * 2))
-                self._adapted(f"the server runs {int(running)} requests, queues none; concurrency {self.concurrency}")
+                self._adapted(f"the server runs {int(running)} at once; concurrency {self.concurrency}")
+                flat, last = 0, -1.0
+                continue
+            flat = flat + 1 if running <= last else 0
+            last = running
+            if flat >= FLAT_PROBES:
+                if self.concurrency > AUTO_START:
+                    self._resize(sem, self.concurrency // 2)
+                self._adapted(f"the server runs no more than {int(running)} at once; concurrency {self.concurrency}")
+                return
 
     def _adapted(self, what: str) -> None:
         self.adaptations.append(what)
@@ -290,22 +289,17 @@ class OpenAIEngine(Engine):
         root = self.base_url[:-3] if self.base_url.endswith("/v1") else self.base_url
         return root + "/metrics"
 
-    async def _server_load(self, client: Any) -> tuple[float, float] | None:
-        """Requests the server is running and has queued (vLLM's gauges, summed over engines), or None."""
+    async def _server_running(self, client: Any) -> float | None:
+        """Requests the server runs now (vLLM's gauge, summed over its engines), or None without it."""
         try:
             resp = await client.get(self._metrics_url(), headers=self._headers(), timeout=10)
         except Exception:
             return None
         if resp.status_code != 200:
             return None
-        load = {RUNNING: 0.0, WAITING: 0.0}
-        seen = set()
-        for line in resp.text.splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in load:
-                load[name] += float(line.rsplit(" ", 1)[1])
-                seen.add(name)
-        return (load[RUNNING], load[WAITING]) if seen == set(load) else None
+        values = [float(line.rsplit(" ", 1)[1]) for line in resp.text.splitlines()
+                  if line.split("{", 1)[0].split(" ", 1)[0] == RUNNING]
+        return sum(values) if values else None
 
     async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
