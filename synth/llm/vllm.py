@@ -216,7 +216,7 @@ class VLLMFeed:
         deadline = time.perf_counter() + timeout
         try:
             while self.queued and not done:
-                for rid in [rid for rid in self.queued if rid in mail]:  # finished during another feed's step
+                for rid in [rid for rid in self.queued if rid in mail] if mail else ():  # stepped out by another feed
                     done.append(self._done(rid, mail.pop(rid)))
                 if done:
                     break
