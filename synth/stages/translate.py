@@ -26,8 +26,8 @@ from synth.stages.checks import CheckSettings
 from synth.stages.gate import Check
 from synth.stages.llm_stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
-from synth.translate import FORWARD, Translation, TranslatorSettings, copied, needs_translation, translate_all
-from synth.translate.llm import Layout
+from synth.translate import FORWARD, Translation, TranslatorSettings, translate_all
+from synth.translate.llm import Plan
 
 
 def _ratio(o: Output) -> float:
@@ -92,20 +92,13 @@ class Translate(TranslatorSettings, LLMStage):
     def streams(self) -> bool:
         return self.translator == "llm"  # seq2seq and Apertium translate a batch at a time (``process``)
 
-    def build(self, batch: pa.Table) -> tuple[list[Request], tuple[list[int], Layout]]:
-        """The LLM translator's requests for the rows not already in English (``needs_translation``)."""
+    def build(self, batch: pa.Table) -> tuple[list[Request], Plan]:
+        """The LLM translator's requests for the rows not already in English."""
         texts, langs, ids = (batch.column(c).to_pylist() for c in ("fragment", "lang", "id"))
-        todo = needs_translation(langs, [ENGLISH] * len(langs))
-        requests, layout = self._translator.requests([texts[i] for i in todo], [langs[i] for i in todo],
-                                                     [ENGLISH] * len(todo), [ids[i] for i in todo])
-        return requests, (todo, layout)
+        return self._translator.plan(texts, langs, [ENGLISH] * len(langs), ids)
 
-    def finish(self, batch: pa.Table, context: tuple[list[int], Layout], results: list[Result],
-               stats: ShardStats) -> pa.Table:
-        todo, layout = context
-        done = copied(batch.column("fragment").to_pylist(), todo, stats)
-        for i, res in zip(todo, self._translator.join(layout, results), strict=True):
-            done[i] = res
+    def finish(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
+        done = self._translator.collect(batch.column("fragment").to_pylist(), context, results, stats)
         return self._checked(batch, done, stats)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:

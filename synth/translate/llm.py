@@ -17,12 +17,13 @@ from synth.stages import checks as ck
 from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 from synth.text import join_pieces, split_text
-from synth.translate import FORWARD, ROUND_TRIP, Direction, Translation
+from synth.translate import FORWARD, ROUND_TRIP, Direction, Translation, copied, needs_translation
 
 SETTINGS = frozenset({"engine", "model", "revision", "temperature", "repetition_penalty", "max_tokens",
                       "max_tokens_per_char", "chunk_chars"})
 PROMPTS = frozenset({FORWARD.prompt, ROUND_TRIP.prompt})
 Layout = list[tuple[list[str], int]]  # per text: the separators between its pieces, its first request's index
+Plan = tuple[list[int], Layout]  # the texts sent (the others are copied), and how their answers join
 
 
 class LLMTranslator:
@@ -78,6 +79,25 @@ class LLMTranslator:
                 requests.append(Request(id=f"{rid}{self.direction.id_suffix}#{k}",
                                         messages=prompt.render(**lang, text=piece), sampling=budget))
         return requests, layout
+
+    # ``translate_all`` in two halves, for a stage that streams: what to ask, then the translations from the answers.
+
+    def plan(self, texts: list[str], src_langs: list[str], tgt_langs: list[str],
+             ids: list[str]) -> tuple[list[Request], Plan]:
+        """The requests for the texts not already in their target language (``needs_translation``)."""
+        todo = needs_translation(src_langs, tgt_langs)
+        requests, layout = self.requests([texts[i] for i in todo], [src_langs[i] for i in todo],
+                                         [tgt_langs[i] for i in todo], [ids[i] for i in todo])
+        return requests, (todo, layout)
+
+    def collect(self, texts: list[str], plan: Plan, results: list[Result], stats: ShardStats,
+                counted: bool = True) -> list[Translation]:
+        """Each text's translation from ``plan``'s answers; the texts not sent are copied (``copied``)."""
+        todo, layout = plan
+        out = copied(texts, todo, stats, counted)
+        for i, res in zip(todo, self.join(layout, results), strict=True):
+            out[i] = res
+        return out
 
     def join(self, layout: Layout, results: list[Result]) -> list[Translation]:
         """Each text from its pieces' answers; a text fails with its first failing piece's reason."""
