@@ -102,11 +102,12 @@ class Embed(Stage):
             del p["backend"]
         return p
 
-    def resolved_backend(self) -> str:
-        """The backend ``auto`` stands for here: torch on a GPU (fp16), else the fastest one installed."""
+    def resolved_backend(self, device: str | None = None) -> str:
+        """The backend ``auto`` stands for here: torch on a GPU (fp16), else the fastest one installed.
+        ``device``: the first copy's, when the caller has it already."""
         if self.backend != "auto":
             return self.backend
-        if torch_devices(self.device, self.workers)[0].startswith("cuda"):
+        if (device or torch_devices(self.device, self.workers)[0]).startswith("cuda"):
             return "torch"
         return next((b for b in CPU_PREFERENCE if not missing_packages(b)), "torch")
 
@@ -119,7 +120,7 @@ class Embed(Stage):
         gpu = devices[0].startswith("cuda")
         # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
         self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu,
-                                                 self.resolved_backend())
+                                                 self.resolved_backend(devices[0]))
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
         self._batch = self.batch_size or (512 if gpu else 64)
