@@ -362,3 +362,24 @@ def test_real_server_killed_mid_batch_and_restarted(vllm_server):
     assert eng.retries >= 1, "no request was cut or refused: the crash did not land mid-batch"
     print(f"\nreal server crash: {state['begun_at_crash']} attempts begun, down {state['down_s']:.0f}s, "
           f"{eng.retries} retries, {n}/{n} ok")
+
+
+def test_concurrency_auto_keeps_its_start_on_a_server_without_readable_metrics():
+    """A server whose /metrics is missing, or has the gauge's name without a number, gives no reading (never an
+    exception that would end the probe silently): concurrency "auto" then stays where it starts (AUTO_START)."""
+    import asyncio
+
+    import httpx
+
+    async def running(base_url: str) -> float | None:
+        async with httpx.AsyncClient() as client:
+            return await OpenAIEngine("m", base_url=base_url, api_key_env="")._server_running(client)
+
+    pages = {"/metrics": b"# HELP vllm:num_requests_running\nvllm:num_requests_running\n"}
+    with FaultProxy(behaviour=lambda c: Reply(body=pages.get(c.path, b""), status=200 if c.path in pages else 404)) \
+            as proxy:
+        assert asyncio.run(running(proxy.base_url)) is None  # a name without a number
+        pages["/metrics"] = b"vllm:num_requests_running{engine=\"0\"} 7.0\nvllm:num_requests_running{engine=\"1\"} 5\n"
+        assert asyncio.run(running(proxy.base_url)) == 12.0  # summed over the server's engines
+        del pages["/metrics"]
+        assert asyncio.run(running(proxy.base_url)) is None  # 404

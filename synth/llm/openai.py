@@ -297,8 +297,11 @@ class OpenAIEngine(Engine):
             return None
         if resp.status_code != 200:
             return None
-        values = [float(line.rsplit(" ", 1)[1]) for line in resp.text.splitlines()
-                  if line.split("{", 1)[0].split(" ", 1)[0] == RUNNING]
+        try:
+            values = [float(line.rsplit(" ", 1)[1]) for line in resp.text.splitlines()
+                      if line.split("{", 1)[0].split(" ", 1)[0] == RUNNING]
+        except (IndexError, ValueError):  # not Prometheus text after all: as good as no metrics
+            return None
         return sum(values) if values else None
 
     async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
