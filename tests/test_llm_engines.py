@@ -363,6 +363,8 @@ class TestOpenAIEngineOnVLLMServer:
         assert engine.running == 0 and engine.concurrency > AUTO_START
         # vLLM's CPU server runs 128 sequences at once: more than half of 128 of ours, never more than half of 256
         assert engine.concurrency <= 256
-        if any("no more than" in a for a in engine.adaptations):
-            assert engine.concurrency == 128
+        peak = max(int(a.rsplit(" ", 1)[1]) for a in engine.adaptations)
+        if "no more than" in engine.adaptations[-1]:  # one step back from the peak, to no less than it ran
+            ran = int(engine.adaptations[-1].split("no more than ")[1].split()[0])
+            assert engine.concurrency == peak // 2 >= ran
         engine.close()

@@ -42,7 +42,8 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 AUTO_START = 32  # concurrency "auto": where it starts, and where it stays on a server without vLLM's metrics
 AUTO_MAX = 4096
 RUNNING = "vllm:num_requests_running"  # a vLLM server's gauge of the sequences it runs now
-FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can
+FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can...
+FLAT_SECONDS = 6.0  # ...and for at least this long (a slow server admits a burst over seconds)
 
 
 class _Retry(Exception):
@@ -248,10 +249,11 @@ class OpenAIEngine(Engine):
     async def _adapt(self, client: Any, sem: asyncio.Semaphore) -> None:
         """Double ``concurrency`` each time the server runs more than half of it (more than the step before
         allowed: it has room). When it runs at most half and that count stops rising for ``FLAT_PROBES`` probes
-        in a row, whatever limits it (its sequence cap, KV cache or prefill budget) is reached: step back once
-        and stop. A count still rising is a server admitting a burst (prefill takes a while on a CPU): wait.
-        Stops at once on a server without vLLM's metrics. Probes only while this engine is the limit."""
-        flat, last = 0, -1.0
+        in a row and ``FLAT_SECONDS``, whatever limits it (its sequence cap, KV cache or prefill budget) is
+        reached: step back once and stop. A count still rising is a server admitting a burst (prefill takes a
+        while on a CPU): wait. Stops at once on a server without vLLM's metrics. Probes only while this engine is
+        the limit."""
+        flat, last, rose = 0, -1.0, time.monotonic()
         while self.concurrency < AUTO_MAX:
             await asyncio.sleep(self.probe_seconds)
             if self.running < self.concurrency:
@@ -263,11 +265,12 @@ class OpenAIEngine(Engine):
             if running > self.concurrency / 2:
                 self._resize(sem, min(AUTO_MAX, self.concurrency * 2))
                 self._adapted(f"the server runs {int(running)} at once; concurrency {self.concurrency}")
-                flat, last = 0, -1.0
+                flat, last, rose = 0, -1.0, time.monotonic()
                 continue
             flat = flat + 1 if running <= last else 0
+            rose = rose if running <= last else time.monotonic()
             last = running
-            if flat >= FLAT_PROBES:
+            if flat >= FLAT_PROBES and time.monotonic() - rose >= FLAT_SECONDS:
                 if self.concurrency > AUTO_START:
                     self._resize(sem, self.concurrency // 2)
                 self._adapted(f"the server runs no more than {int(running)} at once; concurrency {self.concurrency}")
