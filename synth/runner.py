@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import socket
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.devices import DeviceError, Gpu, Placement, describe, local_gpus, local_groups
 from synth.errors import SynthError
 from synth.executors.base import Done, Executor, make_executor
 from synth.executors.base import current as current_executor
@@ -84,6 +87,52 @@ class Stage:
         if is_dataclass(self):
             return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("fingerprint", True)}
         return {}
+
+    # -- where the work runs: copies of a model, and what the machine decides about its output --------------
+
+    def placement(self) -> Placement | None:
+        """What each copy of the stage's model needs (GPUs per copy, copies): executors run such a stage as
+        copies set up once each (processes pinned to their GPUs, Ray actors); None: no model, plain workers."""
+        return None
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        """What the output's name needs from the machine a copy runs on, worked out from ``gpus`` (the copy's,
+        as NVML describes them; none on a CPU): the dtype an engine runs, an embedder's precision… Executors ask
+        where the copies will run (``Executor.facts``) before the output is named, and each copy checks at
+        setup that it runs with the same (``check_facts``), so a CPU driver never names GPU work."""
+        return {}
+
+    def named_facts(self) -> dict[str, Any]:
+        """The facts the output is named after: those the executor pinned (``pinned_facts``), else this
+        machine's (``local_facts``; those of a CPU copy where this machine cannot place one, as a CPU head of
+        a GPU cluster cannot: only an executor's facts name an output)."""
+        pinned = self.__dict__.get("pinned_facts")
+        if pinned is not None:
+            return pinned
+        try:
+            return self.local_facts()
+        except DeviceError:
+            return self.facts([])
+
+    def local_facts(self) -> dict[str, Any]:
+        """The facts of the first copy this machine would run (NVML's description of its GPUs: no CUDA);
+        ``DeviceError`` where the stage's copies do not fit here."""
+        placement = self.placement()
+        return self.facts(describe(local_groups(placement)[0]) if placement else [])
+
+    def check_facts(self) -> None:
+        """In a copy, before set-up: stop if this process would run with other facts than the output is named
+        after (a node with other GPUs than the one asked): its rows would carry a false name."""
+        pinned = self.__dict__.get("pinned_facts")
+        if pinned is None:
+            return
+        here = self.facts(local_gpus())
+        if here != pinned:
+            raise StageError(f"stage {self.key}: this copy ({socket.gethostname()}, CUDA_VISIBLE_DEVICES="
+                             f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}) would run with {here}, but the "
+                             f"output is named after {pinned}, as found where the first copy was placed: the "
+                             f"copies' machines differ; pin the setting (e.g. --engine-opt dtype=…) or use alike "
+                             f"nodes")
 
     def output_schema(self) -> pa.Schema | None:
         """Schema for an output shard when nothing came out (None: an empty shard with no columns)."""
@@ -379,6 +428,8 @@ def run_stage(
 
 def _run_stage(stage: Stage, source: Source, rundir: Path, workers: int, batch_size: int,
                progress: bool, executor: Executor) -> StageOutput:
+    # Named by what the copies really run with, worked out where they will run (not on this process's devices).
+    stage.pinned_facts = executor.facts(stage)
     fp = stage.fingerprint(source.fingerprint())
     out = rundir / stage.key / fp
     out.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+COMMON = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20),
+          "--disable-usage-stats"]  # every node: one CPU, a small object store, no usage report
 
 
 def free_port() -> int:
@@ -77,19 +80,46 @@ class Cluster:
         shutil.rmtree(self.temp_dir, ignore_errors=True)  # its sessions' logs and sockets
 
 
-def start_cluster() -> Cluster:
+def start_cluster(gpus: tuple[int, int] = (0, 0)) -> Cluster:
+    """``gpus``: logical GPUs the head and the second node declare (``ray start --num-gpus``): Ray places and
+    pins (``CUDA_VISIBLE_DEVICES``) by them as by real ones, and nothing on these nodes can use CUDA."""
     ray = str(Path(sys.executable).parent / "ray")
     temp = Path(tempfile.mkdtemp(prefix="synth-ray-", dir="/tmp"))  # short: Ray's socket paths have a limit
     port = free_port()
     cluster = Cluster(f"127.0.0.1:{port}", temp)
-    common = ["--num-cpus", "1", "--node-ip-address", "127.0.0.1", "--object-store-memory", str(200 << 20),
-              "--disable-usage-stats"]
     try:
         subprocess.run([ray, "start", "--head", "--port", str(port), "--include-dashboard=false",
-                        "--temp-dir", str(temp), *common], env=env(), check=True, capture_output=True, timeout=180)
-        subprocess.run([ray, "start", "--address", cluster.address, "--resources", '{"node2": 1}', *common],
-                       env=env(), check=True, capture_output=True, timeout=180)
+                        "--temp-dir", str(temp), "--num-gpus", str(gpus[0]), *COMMON], env=env(), check=True,
+                       capture_output=True, timeout=180)
+        add_node(cluster, gpus[1], '{"node2": 1}')
     except subprocess.CalledProcessError as e:
         cluster.stop()
         raise RuntimeError(f"ray start failed: {e.stderr.decode(errors='replace')[-2000:]}") from e
     return cluster
+
+
+@contextlib.contextmanager
+def driving(gpus: tuple[int, int] = (0, 0)) -> Iterator[Cluster]:
+    """A cluster (``start_cluster``) that this process drives for the duration, stopped after."""
+    c = start_cluster(gpus)
+    before = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # this process is a driver of the throwaway cluster too
+    try:
+        yield c
+    finally:
+        c.stop()
+        if before is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = before
+
+
+def add_node(cluster: Cluster, gpus: int = 0, resources: str = "{}") -> None:
+    """Another node of one CPU and ``gpus`` logical GPUs (stopped with the cluster); returns once it has joined."""
+    ray = str(Path(sys.executable).parent / "ray")
+    try:
+        subprocess.run([ray, "start", "--address", cluster.address, "--resources", resources, "--num-gpus",
+                        str(gpus), *COMMON], env=env(), check=True, capture_output=True, timeout=180)
+    except subprocess.CalledProcessError as e:
+        cluster.stop()
+        raise RuntimeError(f"ray start failed: {e.stderr.decode(errors='replace')[-2000:]}") from e

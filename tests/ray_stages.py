@@ -21,6 +21,12 @@ class Slow(Stage):
     step = 1
     pid_dir: str = field(default="", metadata={"fingerprint": False})
     sleep: float = field(default=0.0, metadata={"fingerprint": False})
+    on_actor: bool = field(default=False, metadata={"fingerprint": False})  # as a stage that holds a model
+
+    def placement(self):
+        from synth.devices import Placement
+
+        return Placement(per_copy=0) if self.on_actor else None
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         if self.pid_dir:

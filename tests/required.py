@@ -68,6 +68,8 @@ PARTS: dict[str, tuple[Callable[[], bool], str]] = {
     "chromium": (lambda: chromium() is not None, "Debian's chromium: `apt-get install chromium` (.ci/run does)"),
     "apertium": (_apertium_eng_spa, "Apertium with English-Spanish: `apt-get install apertium apertium-eng-spa` "
                  "(.ci/run does)"),
+    "cc": (lambda: shutil.which("cc") is not None or shutil.which("gcc") is not None,
+           "a C compiler (gcc), for the stand-in NVML of the GPU-path tests (tests/fake_nvml.py)"),
     "gpu": (_gpu, "GPU-only: a CUDA GPU"),
 }
 OPTIONAL_IN_CI = {"gpu"}  # a CPU CI machine cannot have one: the skip is allowed and says GPU-only

@@ -58,3 +58,22 @@ def test_credentials_in_the_server_url_name_nothing(tmp_path):
     assert names(tmp_path, "openai", {"base_url": "http://me:rotated3@127.0.0.1:9/v1"}) == first
     llm = load_engine("openai", "smollm2", base_url="http://me:hunter2@127.0.0.1:9/v1")
     assert "hunter2" not in llm.model_key and llm.model_key.startswith("openai:http://<redacted>@127.0.0.1:9/v1:")
+
+
+def test_the_fast_request_key_is_the_fingerprint_of_the_payload():
+    """``Request.cache_key`` skips the general walk for plain chat messages (the hot path of every stream): it
+    must give exactly the key of the whole payload's fingerprint, or every cached answer would be paid again."""
+    from synth.fingerprint import fingerprint
+    from synth.llm.base import Request, Sampling
+
+    requests = [
+        Request("a", messages=[{"role": "user", "content": "hé 1.0"}],
+                sampling=Sampling(max_tokens=5, temperature=0.7, stop=("x", "y"), logprobs=3)),
+        Request("b", prompt="raw", sampling=Sampling(top_p=1.0, seed=None)),
+        Request("c", messages=[{"role": "user", "content": "x"}],
+                json_schema={"type": "object", "properties": {"s": {"type": "integer", "minimum": 1.0}}}),
+        Request("d", messages=[{"role": "user", "content": "x", "name": ("t",)}]),  # not plain: the general walk
+    ]
+    for r in requests:
+        assert r.cache_key("m") == fingerprint({"model": "m", **r.payload()}, length=32), r.id
+    assert requests[0].cache_key("m") != requests[0].cache_key("n")

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synth.devices import DeviceError, assign, torch_devices, visible_gpus
+from synth.devices import DeviceError, assign, local_groups, torch_devices, visible_gpus
 from synth.stats import ShardStats
 
 
@@ -25,6 +25,8 @@ def test_replicas_and_tensor_parallel_share_out_the_visible_gpus():
     with pytest.raises(DeviceError, match="needs 4 GPUs; 2 visible"):
         assign("auto", 4, ["0", "1"])
     assert assign("auto", 1, []) == [[]] and assign(2, 1, []) == [[], []]  # no GPU: copies on the CPU
+    with pytest.raises(DeviceError, match="tensor_parallel 2 needs 2 GPUs per copy; no GPU is visible"):
+        assign("auto", 2, [])  # not a CPU copy that still asks vLLM for a tensor-parallel group
 
 
 def test_torch_devices_by_name_and_auto():
@@ -50,20 +52,18 @@ def test_embed_runs_on_the_gpu_in_half_precision():
 
 
 @pytest.mark.requires("minilm")
-def test_embed_workers_give_the_embeddings_of_one_process():
+def test_embed_copies_give_the_embeddings_of_one_process(tmp_path):
+    """``workers=2`` on a CPU: two copies, each a process of its own made by the executor (the embedder no longer
+    starts a pool of its own), with the embeddings of one process."""
+    from synth.runner import TableSource, run_stage
     from synth.select.embed import Embed
 
     texts = [f"Explain point {i} of the declaration in simple words." for i in range(40)] + [""]
-    batch = pa.table({"id": [str(i) for i in range(len(texts))], "instruction_en": texts})
-    out = {}
-    for workers in (1, 2):
-        stage = Embed(workers=workers)
-        stage.setup()
-        try:
-            assert (stage._pool is not None) == (workers > 1)
-            out[workers] = stage.process(batch, ShardStats()).column("embedding")
-        finally:
-            stage.teardown()
+    batch = pa.table({"id": [str(i) for i in range(len(texts))], "lang": ["en"] * len(texts),
+                      "instruction_en": texts})
+    assert local_groups(Embed(workers=2).placement()) == [[], []]
+    out = {w: run_stage(Embed(workers=w), TableSource(batch, rows_per_shard=10), tmp_path / str(w),
+                        progress=False).read().column("embedding") for w in (1, 2)}
     one, two = (np.array(out[w].to_pylist()[:-1], dtype=np.float32) for w in (1, 2))
     assert one.shape == (40, 384) and np.abs(one - two).max() < 2e-3
     assert out[2].null_count == 1  # the empty text

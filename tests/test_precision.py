@@ -9,9 +9,11 @@ import json
 import pytest
 import torch
 
+from synth.devices import Gpu
 from synth.llm import Request, Sampling
+from synth.llm.factory import engine_class
 from synth.llm.openai import OpenAIEngine
-from synth.llm.precision import DtypeError, canonical_dtype, model_dtype, resolve_dtype
+from synth.llm.precision import DtypeError, canonical_dtype, model_dtype
 from synth.models import resolve_model
 from synth.stages.instruct import Instruct
 
@@ -31,24 +33,35 @@ def test_aliases_and_bad_names():
         canonical_dtype("int3")
 
 
+def resolve_dtype(engine: str, path: str | None, dtype: str, gpus: list[Gpu]) -> str:
+    return engine_class(engine).resolve_dtype(path, dtype, gpus)
+
+
+H100, V100 = Gpu("0", "NVIDIA H100", (9, 0)), Gpu("1", "Tesla V100", (7, 0))
+
+
 def test_auto_on_a_cpu_is_float32_for_every_engine(smollm2):
     for engine in ("hf", "vllm"):
-        assert resolve_dtype(engine, smollm2, "auto", device="cpu") == "float32"
-        assert resolve_dtype(engine, smollm2, "bf16", device="cpu") == "bfloat16"  # an explicit dtype wins
+        assert resolve_dtype(engine, smollm2, "auto", []) == "float32"
+        assert resolve_dtype(engine, smollm2, "bf16", []) == "bfloat16"  # an explicit dtype wins
+        assert resolve_dtype(engine, smollm2, "fp32", [H100]) == "float32"
 
 
-def test_auto_on_a_gpu_follows_the_checkpoint(tmp_path):
-    """The GPU rule runs here too (nothing is loaded): transformers keeps the checkpoint's dtype, vLLM runs a
-    float32 checkpoint in bf16, or fp16 where the GPU lacks bf16 (torch says which; no GPU here says fp16)."""
+def test_auto_on_a_gpu_follows_the_checkpoint_and_the_gpu(tmp_path):
+    """The GPU rule runs here too (nothing is loaded; the GPUs are as NVML would describe them): transformers
+    keeps the checkpoint's dtype, vLLM runs a float32 checkpoint in bf16, or fp16 where a GPU of the copy lacks
+    bf16 (compute capability below 8.0)."""
     (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": "float32"}))
     assert model_dtype(str(tmp_path)) == "float32"
-    assert resolve_dtype("hf", str(tmp_path), "auto", device="cuda") == "float32"
-    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    assert resolve_dtype("vllm", str(tmp_path), "auto", device="cuda") == ("bfloat16" if has_bf16 else "float16")
+    assert resolve_dtype("hf", str(tmp_path), "auto", [H100]) == "float32"
+    assert resolve_dtype("vllm", str(tmp_path), "auto", [H100]) == "bfloat16"
+    assert resolve_dtype("vllm", str(tmp_path), "auto", [V100]) == "float16"
+    assert resolve_dtype("vllm", str(tmp_path), "auto", [H100, V100]) == "float16"  # one group, one precision
     (tmp_path / "config.json").write_text(json.dumps({"dtype": "bfloat16"}))
-    assert resolve_dtype("hf", str(tmp_path), "auto", device="cuda") == "bfloat16"
+    assert resolve_dtype("hf", str(tmp_path), "auto", [H100]) == "bfloat16"
+    assert resolve_dtype("vllm", str(tmp_path), "auto", [V100]) == "float16"
     with pytest.raises(DtypeError, match="pass the dtype explicitly"):
-        resolve_dtype("hf", str(tmp_path / "missing-model"), "auto", device="cuda")
+        resolve_dtype("hf", str(tmp_path / "missing-model"), "auto", [H100])
 
 
 def test_openai_dtype_is_what_the_user_declares_or_unknown():

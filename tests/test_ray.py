@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from ray_cluster import env, start_cluster
+from ray_cluster import driving, env
 from ray_stages import Slow
 from required import require
 from toy_stages import Upper, toy_source
@@ -41,17 +41,8 @@ LLM_STAGES = ("translate", "instruct", "score", "backtranslate")
 @pytest.fixture(scope="module")
 def cluster():
     require("ray")
-    c = start_cluster()
-    before = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"  # this process is a driver of the throwaway cluster too
-    try:
+    with driving() as c:
         yield c
-    finally:
-        c.stop()
-        if before is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = before
 
 
 def _ray_executor(cluster, **options):
@@ -111,9 +102,8 @@ def test_sigkilled_worker_mid_stage_is_retried_without_losing_or_repeating_a_row
     elsewhere and the stage's rows equal the local executor's: none lost, none twice."""
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
-    stage = Slow(pid_dir=str(pid_dir), sleep=1.0)
-    engine_stages = ("ray_stages:Slow",) if on == "actor" else ()
-    ex = _ray_executor(cluster, engine_stages=engine_stages, actors=2)
+    stage = Slow(pid_dir=str(pid_dir), sleep=1.0, on_actor=on == "actor")
+    ex = _ray_executor(cluster, actors=2)
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_first_worker, args=(pid_dir, killed, stop))

@@ -13,7 +13,7 @@ import pytest
 from toy_stages import Length, LookAhead, Pinned, Upper, toy_source, toy_table
 
 from synth import StageOutput, run_stage
-from synth.devices import DeviceError
+from synth.devices import DeviceError, local_groups
 from synth.identity import file_digest
 from synth.io import ShardError, read_shard_meta, read_sidecar
 from synth.runner import StageError, TableSource
@@ -140,10 +140,11 @@ def test_a_failure_in_a_lagging_stream_keeps_the_committed_shards_only(tmp_path)
     assert all(p.stat().st_mtime_ns == t for p, t in kept.items())
 
 
-def test_engine_copies_each_get_their_own_gpus(tmp_path):
+def test_engine_copies_each_get_their_own_gpus(tmp_path, fake_gpus):
     """A stage asking for engine copies on GPUs "3,5" runs in two processes, one seeing GPU 3 and one GPU 5
-    (``CUDA_VISIBLE_DEVICES``), with the rows of a single process; on this CPU machine the override stands in for
-    the visible GPUs, the rest is the code that runs on a GPU machine."""
+    (``CUDA_VISIBLE_DEVICES``), with the rows of a single process; the six GPUs are NVML's stand-in
+    (tests/fake_nvml.py), the rest is the code that runs on a GPU machine."""
+    fake_gpus(",".join(["NVIDIA H100:9.0"] * 6))
     plain = run_stage(Upper(), toy_source(), tmp_path / "plain", batch_size=16, progress=False).read()
     out = run_stage(Pinned(gpus="3,5"), toy_source(), tmp_path / "copies", batch_size=16, progress=False).read()
     assert out.drop_columns(["made_by"]).equals(plain)
@@ -151,19 +152,33 @@ def test_engine_copies_each_get_their_own_gpus(tmp_path):
     assert len(made_by) == 2 and sorted(gpu for _, gpu in made_by) == ["3", "5"]
     assert len({pid for pid, _ in made_by}) == 2 and str(os.getpid()) not in {pid for pid, _ in made_by}
     with pytest.raises(DeviceError, match="3 replicas of 1 GPU"):
-        Pinned(replicas=3, gpus="3,5").engine_groups()
+        local_groups(Pinned(replicas=3, gpus="3,5").placement())
 
 
-def test_llm_stage_engine_groups():
-    """One copy per GPU (per tensor-parallel group for vLLM); a server engine needs none of its own."""
+def test_llm_stage_copies_follow_what_the_engine_declares(fake_gpus, monkeypatch):
+    """One copy per GPU (per tensor-parallel group for vLLM); a server engine needs none of its own; GPUs named
+    must be among those this process may use."""
     from synth.stages.instruct import Instruct
 
-    assert Instruct(engine="vllm", gpus="0,1,2,3").engine_groups() == [["0"], ["1"], ["2"], ["3"]]
-    tp = Instruct(engine="vllm", gpus="0,1,2,3", engine_options={"tensor_parallel_size": 2})
-    assert tp.engine_groups() == [["0", "1"], ["2", "3"]]
-    assert Instruct(engine="hf", gpus="0,1", replicas=1).engine_groups() == [["0"]]
-    assert Instruct(engine="openai", gpus="0,1").engine_groups() == [[]]
-    assert Instruct(engine="hf").engine_groups() == [[]]  # no GPU here: one copy, in this process
+    fake_gpus(",".join(["NVIDIA H100:9.0"] * 4))
+    def groups(**kw):
+        return local_groups(Instruct(**kw).placement())
+
+    assert groups(engine="vllm", gpus="0,1,2,3") == [["0"], ["1"], ["2"], ["3"]]
+    assert groups(engine="vllm", gpus="0,1,2,3", engine_options={"tensor_parallel_size": 2}) == [["0", "1"], ["2", "3"]]
+    assert groups(engine="vllm", gpus="0,1,2,3", engine_options={"tensor_parallel_size": 2,
+                                                                "pipeline_parallel_size": 2}) == [["0", "1", "2", "3"]]
+    assert groups(engine="hf", gpus="0,1", replicas=1) == [["0"]]
+    assert groups(engine="hf", gpus="0,1", engine_options={"device": "cpu"}) == [[]]  # pinned to the CPU
+    assert groups(engine="openai", gpus="0,1") == [[]] and groups(engine="openai", replicas=3) == [[], [], []]
+    assert groups(engine="hf") == [["0"], ["1"], ["2"], ["3"]]
+    with pytest.raises(DeviceError, match="--gpus 3,7: 7 is not among the GPUs this process may use"):
+        groups(engine="hf", gpus="3,7")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # an allocation (Slurm, a container) is not escaped
+    with pytest.raises(DeviceError, match="0,1 are not among .*2,3"):
+        groups(engine="hf", gpus="0,1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert groups(engine="hf") == [[]]  # no GPU: one copy, in this process
 
 
 def test_all_rows_dropped_still_writes_valid_shards(tmp_path):

@@ -54,17 +54,18 @@ class LookAhead(Upper):
 
 @dataclass
 class Pinned(Upper):
-    """``Upper`` as an engine stage with copies (``engine_groups``, as ``LLMStage`` has): each row records the
-    process and the ``CUDA_VISIBLE_DEVICES`` it was made under."""
+    """``Upper`` as a stage with model copies (``placement``, as ``LLMStage`` has: ``per_copy`` GPUs each):
+    each row records the process, host and ``CUDA_VISIBLE_DEVICES`` it was made under."""
 
     name = "toy"
     replicas: int | str = field(default="auto", metadata={"fingerprint": False})
     gpus: str = field(default="", metadata={"fingerprint": False})
+    per_copy: int = field(default=1, metadata={"fingerprint": False})
 
-    def engine_groups(self) -> list[list[str]]:
-        from synth.devices import assign
+    def placement(self):
+        from synth.devices import Placement, parse_gpus
 
-        return assign(self.replicas, 1, [g for g in self.gpus.split(",") if g])
+        return Placement(self.per_copy, self.replicas, parse_gpus(self.gpus))
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         out = super().process(batch, stats)

@@ -188,17 +188,18 @@ def score_mc(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], fmt: st
 def _causal_lm(engine: Engine, model: str) -> tuple[Any, Any]:
     """The hf engine's model and tokenizer, or a transformers copy for other engines."""
     inner = getattr(engine, "engine", engine)
-    if getattr(inner, "name", None) == "hf" and getattr(inner, "model", None) is not None:
-        return inner.model, inner.tokenizer
-    import torch
+    held = inner.causal_lm() if isinstance(inner, Engine) else None
+    if held is not None:  # an engine that holds a transformers model lends it
+        return held
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from synth.devices import visible_gpus
     from synth.models import resolve_model
 
     path = resolve_model(model)
     tok = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
-    lm.to("cuda" if torch.cuda.is_available() else "cpu").eval()
+    lm.to("cuda" if visible_gpus() else "cpu").eval()
     return lm, tok
 
 

@@ -34,6 +34,10 @@ class Executor(Protocol):
     def prepare(self, rundir: Path) -> None:
         """Check, once per run directory, that whatever will write shards can reach it."""
 
+    def facts(self, stage: Stage) -> dict[str, Any]:
+        """``stage.facts`` as a copy of the stage will find them where this executor runs it (its GPUs, its
+        environment): what the output is named after (``Stage.facts``)."""
+
     def run(self, stage: Stage, job: ShardJob, todo: list[Task], workers: int, done: Done) -> None:
         """Run every task of ``todo`` (a shard each), calling ``done`` as each is committed; raise on the first
         failure. ``workers`` is the stage's own request (1 for a stage whose engine batches)."""

@@ -1,5 +1,10 @@
 """The default executor: the stage in this process, a pool of spawned worker processes on this machine, or, for a
-stage with engine copies on several GPUs, one process per copy pinned to its GPUs."""
+stage that holds a model on GPUs, one process per copy pinned to its GPUs.
+
+This process (the driver) never initialises CUDA: a stage whose copies use GPUs always runs them in spawned
+processes whose ``CUDA_VISIBLE_DEVICES`` is set before they import anything, one copy included (``--gpus 2,3``
+with one copy runs on 2 and 3, and the driver holds no context on GPU 0).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
+from synth.devices import local_groups
 from synth.executors.base import Done
 from synth.runner import ShardJob, Stage, Task, run_task, run_tasks
 
@@ -23,16 +29,20 @@ def _worker_task(stage: Stage, job: ShardJob, task: Task) -> dict[str, Any]:
 
 def _ready(stage: Stage, job: ShardJob) -> Stage:
     if job.fp not in _READY:
+        stage.check_facts()
         stage.setup()
         _READY[job.fp] = stage
     return _READY[job.fp]
 
 
-def _pin(groups: Any) -> None:
-    """Pool initializer of an engine copy: take one group of GPUs before anything touches CUDA."""
+def _pin(groups: Any, threads: int | None) -> None:
+    """Pool initializer of a copy: take one group of GPUs before anything touches CUDA (none: the CPU, with
+    ``threads`` BLAS threads so that CPU copies share the cores instead of each taking them all)."""
     gpus = groups.get()
-    if gpus:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)  # "" for a CPU copy: it must not take a GPU either
+    os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # indices as NVML numbers them (CUDA's default: fastest first)
+    if not gpus and threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
 def _replica_tasks(stage: Stage, job: ShardJob, tasks: list[Task]) -> list[tuple[Task, dict[str, Any]]]:
@@ -44,17 +54,23 @@ def _replica_tasks(stage: Stage, job: ShardJob, tasks: list[Task]) -> list[tuple
 
 class LocalExecutor:
     """``workers`` ≤ 1 (or one shard): in this process, set up once and torn down after; else a process pool.
-    A stage with ``engine_groups`` (an LLM stage) that asks for several engine copies gets one process per copy,
-    each seeing only its own GPUs (``CUDA_VISIBLE_DEVICES``), taking runs of shards as it finishes others."""
+    A stage that holds a model (``Stage.placement``) runs as its copies: one process per copy, each seeing only
+    its own GPUs (``CUDA_VISIBLE_DEVICES``), taking runs of shards as it finishes others; a single copy without
+    a GPU runs in this process."""
 
     name = "local"
 
     def prepare(self, rundir: Path) -> None:
         """Nothing to check: this machine wrote the run directory."""
 
+    def facts(self, stage: Stage) -> dict[str, Any]:
+        """The stage's facts for its first copy here (NVML's view of that copy's GPUs)."""
+        return stage.local_facts()
+
     def run(self, stage: Stage, job: ShardJob, todo: list[Task], workers: int, done: Done) -> None:
-        groups = stage.engine_groups() if hasattr(stage, "engine_groups") else [[]]
-        if len(groups) > 1 and len(todo) > 1:
+        placement = stage.placement()
+        groups = local_groups(placement) if placement is not None else [[]]
+        if any(groups) or (len(groups) > 1 and len(todo) > 1):
             self._run_replicas(stage, job, todo, groups, done)
         elif workers <= 1 or len(todo) <= 1:
             stage.setup()
@@ -74,9 +90,10 @@ class LocalExecutor:
         queue = ctx.Queue()  # handed to each copy as it starts (process arguments: allowed for a queue)
         for gpus in groups[:n]:
             queue.put(gpus)
+        threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
         size = max(1, -(-len(todo) // (n * CHUNKS_PER_REPLICA)))
         runs = [todo[i:i + size] for i in range(0, len(todo), size)]
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pin, initargs=(queue,)) as pool:
+        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pin, initargs=(queue, threads)) as pool:
             _collect({pool.submit(_replica_tasks, stage, job, run): run for run in runs}, done, many=True)
 
     def close(self) -> None:

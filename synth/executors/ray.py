@@ -5,10 +5,17 @@
   retried or duplicated task leaves one whole shard, never two, never half of one. (Two attempts committing at
   the same instant may leave the shard's recorded sha256 naming the other attempt's bytes, same rows; the next
   run then finds the mismatch and redoes that shard.)
-- A stage that holds a model (LLM stages, embeddings) runs on a pool of engine actors: one per GPU (or per
-  tensor-parallel group), or CPU actors where the cluster has no GPU. Each actor sets the stage up once and takes
-  shards from a queue as it finishes the previous one; a lost actor's shard goes back to the queue for another
-  actor (and a new actor replaces the lost one). Answers already paid for are in the request cache.
+- A stage that holds a model (``Stage.placement``: LLM stages, embeddings) runs on a pool of engine actors,
+  planned node by node (``plan_actors``): one per group of GPUs a copy takes (a tensor-parallel group never
+  spans nodes), as many as the stage's ``replicas`` asks and the cluster can hold, CPU actors for an engine that
+  needs no GPU (a server client) or where the cluster has no GPU at all. What no node can hold stops the run at
+  once with one line naming the nodes, their GPUs and what was asked. Each actor sets the stage up once and
+  takes shards from a queue as it finishes the previous one; a lost actor's shard goes back to the queue for
+  another actor (and a new actor replaces the lost one). Answers already paid for are in the request cache.
+- The output is named after what the actors really run with (``Stage.facts``: dtype, embedding precision):
+  a probe placed like an actor reports them before anything is named, and every actor checks them again.
+- Every wait is bounded: results are polled, and an engine pool where no actor has finished a shard after
+  ``start_timeout`` seconds (placement or model loading stuck) stops with a message, never hangs.
 - At the start, every node must see the run directory: a token written by the driver is read back by a small task
   pinned to each node; a node that cannot (or does not answer in time) stops the run with a message naming it.
 
@@ -20,21 +27,22 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from synth.devices import Placement, local_gpus
 from synth.errors import SynthError
 from synth.executors.base import Done, ExecutorError
 from synth.io import atomic_write_text
+from synth.progress import console
 from synth.runner import ShardJob, Stage, StageError, Task, run_task
 
-# Stages that hold a model: run on engine actors, set up once each, instead of on tasks ("module:Class", so that
-# checking does not import them).
-ENGINE_STAGES = ("synth.stages.llm_stage:LLMStage", "synth.select.embed:Embed")
 CHECK_FILE = ".synth-storage-check"
+POLL = 5.0  # seconds of one wait for results: every wait in this module has a bound
 
 
 def _ray() -> Any:
@@ -43,10 +51,6 @@ def _ray() -> Any:
     except ImportError as e:
         raise ExecutorError("the ray executor needs Ray: pip install 'synth[ray]'") from e
     return ray
-
-
-def holds_engine(stage: Stage, engine_stages: tuple[str, ...] = ENGINE_STAGES) -> bool:
-    return any(f"{c.__module__}:{c.__name__}" in engine_stages for c in type(stage).__mro__)
 
 
 # ------------------------------------------------------------------------------------------ on the Ray workers
@@ -71,6 +75,7 @@ def _shard(stage: Stage, job: ShardJob, task: Task, cwd: str) -> dict[str, Any]:
         for old in _READY.values():
             old.teardown()
         _READY.clear()
+        stage.check_facts()
         stage.setup()
         _READY[job.fp] = stage
     return run_task(_READY[job.fp], job, task)
@@ -82,6 +87,7 @@ class EngineActor:
     def __init__(self, stage: Stage, cwd: str) -> None:
         _enter(cwd)
         self.stage = stage
+        stage.check_facts()  # this node runs what the output is named after, or nothing
         stage.setup()
 
     def run(self, job: ShardJob, task: Task) -> dict[str, Any]:
@@ -92,6 +98,12 @@ class EngineActor:
 
     def close(self) -> None:
         self.stage.teardown()
+
+
+def _probe_facts(stage: Stage, cwd: str) -> dict[str, Any]:
+    """Placed like an engine actor: the stage's facts as a copy finds them there (its GPUs, its environment)."""
+    _enter(cwd)
+    return stage.facts(local_gpus())
 
 
 def _read_token(path: str, token: str) -> str | None:
@@ -150,6 +162,51 @@ def check_shared_storage(rundir: str | Path, timeout: float = 60.0,
                             f"not be read on: " + "; ".join(problems))
 
 
+def plan_actors(nodes: list[dict[str, Any]], placement: Placement, stage_key: str, actors: int | None = None,
+                shards: int | None = None) -> tuple[int, dict[str, Any], list[str]]:
+    """Engine actors for ``placement`` on the live ``nodes`` (``ray.nodes()``): how many, what each asks of Ray,
+    and warnings (copies asked for that do not fit). ``actors`` (the executor's option) overrides the stage's
+    ``replicas``; neither is granted beyond what the nodes hold, so no actor waits forever for resources.
+
+    A copy of ``per_copy`` GPUs must fit on one node (vLLM's tensor-parallel group shares memory over NVLink,
+    not the network). A copy that needs no GPU is a CPU actor. A cluster without any GPU runs one-device copies
+    on CPU actors (the engine runs on the CPU, as on a machine without GPUs); a copy of several GPUs there, or
+    one that no node has room for, is an ``ExecutorError`` naming every node and what it has."""
+    if placement.gpus is not None:
+        raise ExecutorError(f"stage {stage_key}: gpus={','.join(placement.gpus)} names GPUs of this machine; on "
+                            f"a Ray cluster Ray places the engine copies: give replicas (or nothing: one copy per "
+                            f"group of GPUs), and limit a node's GPUs with `ray start --num-gpus`")
+    live = [n for n in nodes if n.get("Alive")]
+    have = [(int(r.get("GPU", 0)), int(r.get("CPU", 0))) for r in (n.get("Resources", {}) for n in live)]
+    gpus = sum(g for g, _ in have)
+    asked = actors or (None if placement.replicas == "auto" else int(placement.replicas))
+    warnings: list[str] = []
+    per = placement.per_copy
+    if per == 0 or (gpus == 0 and per == 1):  # a CPU actor: one CPU of a node
+        fit, options = sum(c for _, c in have), {"num_cpus": 1}
+        n = asked or 1
+        what = "a CPU"
+    else:  # every actor: its GPUs and a CPU, all on one node
+        fit = sum(min(g // per, c) for g, c in have)
+        options = {"num_gpus": per, "num_cpus": 1}
+        n = asked or fit
+        what = f"{per} GPU{'s' * (per > 1)} and a CPU on one node"
+    if fit == 0:
+        nodes_text = "; ".join(f"{_node_name(node)}: {g} GPU, {c} CPU" for node, (g, c) in zip(live, have,
+                                                                                               strict=True))
+        hint = ("the cluster has no GPU" if gpus == 0 else
+                f"lower tensor_parallel_size (× pipeline_parallel_size) to at most {max(g for g, _ in have)}, or "
+                f"add a node with {per} GPUs")
+        raise ExecutorError(f"stage {stage_key} asks for engine copies that each take {what}, and no node of the "
+                            f"Ray cluster has that: {nodes_text or 'no live node'}. {hint[0].upper()}{hint[1:]}")
+    if n > fit:
+        if not placement.upto or actors:
+            warnings.append(f"stage {stage_key}: {n} engine copies asked for, the Ray cluster holds {fit}: "
+                            f"running {fit}")
+        n = fit
+    return max(1, min(n, shards or n)), options, warnings
+
+
 def _node_name(node: dict[str, Any]) -> str:
     return f"node {node.get('NodeManagerHostname') or '?'} {node.get('NodeManagerAddress')} ({node['NodeID'][:12]})"
 
@@ -169,25 +226,26 @@ class RayExecutor:
     """Shards as Ray tasks, model stages on engine actors (see the module's docstring).
 
     ``address``: None starts a local Ray instance (``num_cpus`` of this machine's CPUs, default all), ``auto``
-    joins this machine's cluster, ``host:port`` a given one. ``actors``: engine actors for a model stage (default:
-    one per GPU, or per ``tensor_parallel_size`` GPUs; 1 on a cluster without GPUs). ``max_retries``: how often a
-    shard is run again after its worker, node or actor dies. ``engine_stages``: the stage classes (``module:Class``,
-    their subclasses too) that run on engine actors. ``storage_check(rundir, timeout=)``: the check at the start.
-    A stage's ``workers`` does not apply here: the cluster's CPUs (or GPUs) decide how many shards run at once."""
+    joins this machine's cluster, ``host:port`` a given one. ``actors``: engine actors for a model stage, over the
+    stage's own ``replicas`` (default: one per GPU, or per ``tensor_parallel_size`` GPUs; 1 on a cluster without
+    GPUs), never more than fit (``plan_actors``). A stage runs on engine actors when it holds a model
+    (``Stage.placement``). ``max_retries``: how often a shard is run again after its worker, node or actor dies.
+    ``storage_check(rundir, timeout=)``: the check at the start. ``start_timeout``: seconds an engine pool may take
+    before its first shard is done (placement and model loading) before the stage stops with a message. A stage's
+    ``workers`` does not apply here: the cluster's CPUs (or GPUs) decide how many shards run at once."""
 
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, actors: int | None = None,
                  max_retries: int = 3, check_timeout: float = 60.0,
-                 storage_check: Callable[..., None] = check_shared_storage,
-                 engine_stages: tuple[str, ...] = ENGINE_STAGES) -> None:
+                 storage_check: Callable[..., None] = check_shared_storage, start_timeout: float = 1800.0) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.actors = actors
         self.max_retries = max_retries
         self.check_timeout = check_timeout
         self.storage_check = storage_check
-        self.engine_stages = engine_stages
+        self.start_timeout = float(start_timeout)
         self._started = False
         self._checked: set[Path] = set()
 
@@ -211,9 +269,31 @@ class RayExecutor:
             self.storage_check(rundir, timeout=self.check_timeout)
             self._checked.add(rundir)
 
+    def facts(self, stage: Stage) -> dict[str, Any]:
+        """A stage without a model runs on CPU tasks: its facts of no GPU. A model stage's, from a probe task
+        placed as its engine actors will be (same resources, so on such a node and with such GPUs)."""
+        placement = stage.placement()
+        if placement is None:
+            return stage.facts([])
+        ray = self._connect()
+        _, options, _ = self._plan(ray, stage, None)
+        probe = ray.remote(max_retries=0)(_probe_facts).options(**options).remote(stage, os.getcwd())
+        ready, _ = ray.wait([probe], timeout=self.start_timeout)
+        if not ready:
+            ray.cancel(probe, force=True)
+            raise ExecutorError(f"stage {stage.key}: a probe asking for {options} was not placed on the Ray cluster "
+                                f"in {self.start_timeout:g}s (resources held by other work?); see `ray status`")
+        try:
+            return ray.get(probe)
+        except Exception as e:
+            raise _failure(ray, e, stage, Task(-1, "the facts probe")) from None
+
+    def _plan(self, ray: Any, stage: Stage, shards: int | None) -> tuple[int, dict[str, Any], list[str]]:
+        return plan_actors(ray.nodes(), stage.placement() or Placement(0), stage.key, self.actors, shards)
+
     def run(self, stage: Stage, job: ShardJob, todo: list[Task], workers: int, done: Done) -> None:
         ray = self._connect()
-        if holds_engine(stage, self.engine_stages):
+        if stage.placement() is not None:
             self._run_actors(ray, stage, job, todo, done)
         else:
             self._run_tasks(ray, stage, job, todo, done)
@@ -229,7 +309,7 @@ class RayExecutor:
                 while queue and len(pending) < window:
                     task = queue.popleft()
                     pending[shard.remote(stage_ref, job_ref, task, os.getcwd())] = task
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL)
                 for ref in ready:
                     task = pending.pop(ref)
                     try:
@@ -241,36 +321,35 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
 
-    def _actor_plan(self, ray: Any, stage: Stage, shards: int) -> tuple[int, dict[str, Any]]:
-        """How many engine actors, and what each asks of the cluster."""
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        group = int(getattr(stage, "engine_options", {}).get("tensor_parallel_size", 1) or 1)
-        if gpus >= group:
-            n, options = gpus // group, {"num_gpus": group, "num_cpus": 1}
-        else:
-            n, options = 1, {"num_cpus": 1}
-        return max(1, min(self.actors or n, shards)), options
-
     def _run_actors(self, ray: Any, stage: Stage, job: ShardJob, todo: list[Task], done: Done) -> None:
         """Shards stream through a pool of engine actors: each takes the next shard as it finishes one."""
-        n, options = self._actor_plan(ray, stage, len(todo))
+        n, options, warnings = self._plan(ray, stage, len(todo))
+        for line in warnings:
+            console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
         actor_class = ray.remote(EngineActor).options(**options)
         stage_ref, job_ref = ray.put(stage), ray.put(job)
         idle = [actor_class.remote(stage_ref, os.getcwd()) for _ in range(n)]
         live = list(idle)
         queue, pending, lost = deque(todo), {}, Counter()
-        finished = False
+        finished, started, any_done = False, time.monotonic(), False
         try:
             while queue or pending:
                 while queue and idle:
                     actor, task = idle.pop(), queue.popleft()
                     pending[actor.run.remote(job_ref, task)] = (actor, task)
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL)
+                if not ready and not any_done and time.monotonic() - started > self.start_timeout:
+                    raise ExecutorError(f"stage {stage.key}: no engine actor ({n} × {options}) finished a shard in "
+                                        f"{self.start_timeout:g}s: placement or model loading is stuck (see `ray "
+                                        f"status` and the actors' logs); raise start_timeout for a slow model load")
                 for ref in ready:
                     actor, task = pending.pop(ref)
                     try:
                         meta = ray.get(ref)
                     except ray.exceptions.RayActorError as e:  # the actor (its process or node) is gone
+                        if e.actor_init_failed:  # its set-up raised (a model that does not load, other facts):
+                            raise StageError(f"stage {stage.key}: an engine actor could not start: "  # a new
+                                             f"{e.error_msg}") from None  # actor would fail the same way
                         lost[task.index] += 1
                         if lost[task.index] > self.max_retries:
                             raise StageError(f"stage {stage.key}: {task.key} lost its engine actor "
@@ -283,6 +362,7 @@ class RayExecutor:
                     except Exception as e:
                         raise _failure(ray, e, stage, task) from None
                     idle.append(actor)
+                    any_done = True
                     done(task, meta)
             finished = True
         finally:

@@ -13,18 +13,27 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from synth.fingerprint import fingerprint
+from synth.errors import SynthError
+from synth.fingerprint import digest, plain_value
+from synth.llm.precision import CPU_DEFAULT, canonical_dtype, model_dtype
 from synth.redact import redact
 
 if TYPE_CHECKING:
+    from synth.devices import Gpu
     from synth.llm.stream import Feed
 
 # Failures that say nothing about the request itself: never cached, retried on the next run. 401/403/404 are
 # the setup's fault (a wrong key, model name or URL), not the request's: fixed, the same request must go out again.
 TRANSIENT = {"timeout", "connection_error", "http_429", "http_500", "http_502", "http_503", "http_504",
              "engine_error", "server_error", "http_401", "http_403", "http_404"}
+
+
+class EngineOptionError(SynthError, ValueError):
+    """An engine option the engine does not take, or cannot honour here; the message names it (never its
+    value) and what to do instead."""
 
 
 # Engine options that change what comes back, besides the model, its revision and its dtype (named apart):
@@ -84,7 +93,23 @@ class Request:
                 "json_schema": self.json_schema, "regex": self.regex}
 
     def cache_key(self, model_key: str) -> str:
-        return fingerprint({"model": model_key, **self.payload()}, length=32)
+        """``fingerprint({"model": model_key, **payload()}, length=32)``, computed without walking the chat
+        messages value by value (plain strings already: the JSON is the same, and so is the key), with each
+        sampling's part made once: a stream keys every request (bench/ceiling.py)."""
+        plain = {"model": model_key, "messages": self.messages, "prompt": self.prompt,
+                 "sampling": _plain_sampling(self.sampling),
+                 "json_schema": plain_value(self.json_schema) if self.json_schema is not None else None,
+                 "regex": self.regex}
+        if self.messages is not None and not all(type(m) is dict and all(type(k) is str and type(v) is str
+                                                                          for k, v in m.items())
+                                                 for m in self.messages):
+            plain["messages"] = plain_value(self.messages)  # anything but plain strings: the general walk
+        return digest(plain, length=32)
+
+
+@lru_cache(maxsize=1024)
+def _plain_sampling(sampling: Sampling) -> dict[str, Any]:
+    return plain_value(asdict(sampling))
 
 
 @dataclass
@@ -122,14 +147,48 @@ class Result:
 
 
 class Engine(ABC):
-    """A backend. ``model_key`` names the model and its revision for the cache and the fingerprints."""
+    """A backend. ``model_key`` names the model and its revision for the cache and the fingerprints.
+
+    An engine class also declares what it needs, so that nobody else compares engine names: whether it is
+    ``remote`` (its answers come from a server: no local weights, no device), how many GPUs one copy takes
+    (``devices_per_copy``, from its options), and its dtype rule (``resolve_dtype``). Executors place copies,
+    stages name outputs (``facts``) and precision is resolved by asking the class. A new engine is one module
+    and one line in ``synth.llm.factory.ENGINES``."""
 
     name: str = "engine"
     model_key: str = ""
     dtype: str = "unknown"  # the precision it really runs, resolved before naming (synth.llm.precision)
+    remote: ClassVar[bool] = False
 
     # How many requests the engine works on at once; ``stream`` keeps a few times this many at it.
     concurrency: int = 64
+
+    @classmethod
+    def devices_per_copy(cls, options: dict[str, Any]) -> int:
+        """GPUs one copy takes where the machine has them (0: it never uses one); a copy of one device runs on
+        the CPU where there is none."""
+        return 0 if cls.remote else 1
+
+    @classmethod
+    def resolve_dtype(cls, model_path: str | None, dtype: str | None, gpus: list[Gpu]) -> str:
+        """The precision this engine runs ``model_path`` in on a copy that sees ``gpus`` (none: the CPU). The
+        common rule (synth.llm.precision): an explicit dtype wins; float32 on a CPU; the checkpoint's own on a
+        GPU. Engines with another rule override it."""
+        asked = canonical_dtype(dtype)
+        if asked != "auto":
+            return asked
+        return model_dtype(model_path) if gpus else CPU_DEFAULT
+
+    @classmethod
+    def facts(cls, model_path: str | None, options: dict[str, Any], gpus: list[Gpu]) -> dict[str, Any]:
+        """What names this engine's answers on a copy that sees ``gpus``, besides the model and the options the
+        caller gives (``output_options``): the dtype, and whatever the environment of that copy adds."""
+        return {"dtype": cls.resolve_dtype(model_path, options.get("dtype"), gpus)}
+
+    def causal_lm(self) -> tuple[Any, Any] | None:
+        """The loaded transformers model and tokenizer, for work that needs logits (eval's log-likelihoods);
+        None for engines that hold none."""
+        return None
 
     @abstractmethod
     def generate(self, requests: list[Request]) -> list[Result]:

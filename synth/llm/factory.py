@@ -2,50 +2,38 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import inspect
 from pathlib import Path
 from typing import Any
 
-from synth.errors import SynthError
-from synth.llm.base import Engine
+from synth.devices import visible_gpus
+from synth.llm.base import Engine, EngineOptionError
 from synth.llm.cache import CachedEngine, Lazy, RequestCache
 
-ENGINES = ("hf", "vllm", "openai")
+# The engines, by the name users give: one line each ("module:Class"; imported when asked for).
+ENGINES = {
+    "hf": "synth.llm.hf:HFEngine",
+    "vllm": "synth.llm.vllm:VLLMEngine",
+    "openai": "synth.llm.openai:OpenAIEngine",
+}
 
 
 def default_engine() -> str:
-    """vLLM where a GPU is present and vLLM is installed, else transformers on the CPU."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            import importlib.util
-
-            if importlib.util.find_spec("vllm") is not None:
-                return "vllm"
-    except ImportError:
-        pass
+    """vLLM where this machine has a GPU (NVML's count: CUDA is not touched) and vLLM is installed, else
+    transformers on the CPU. On a cluster whose head has no GPU, name the engine: the head decides this."""
+    if visible_gpus() and importlib.util.find_spec("vllm") is not None:
+        return "vllm"
     return "hf"
 
 
 def engine_class(engine: str) -> type[Engine]:
-    if engine == "hf":
-        from synth.llm.hf import HFEngine
-
-        return HFEngine
-    if engine == "vllm":
-        from synth.llm.vllm import VLLMEngine
-
-        return VLLMEngine
-    if engine == "openai":
-        from synth.llm.openai import OpenAIEngine
-
-        return OpenAIEngine
-    raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-
-
-class EngineOptionError(SynthError, ValueError):
-    """An engine option the engine does not take; the message names it (never its value) and those it takes."""
+    """The engine class called ``engine`` (its module is imported now; the library it wraps only when built)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    module, _, cls = ENGINES[engine].partition(":")
+    return getattr(importlib.import_module(module), cls)
 
 
 def check_options(cls: type[Engine], options: dict[str, Any]) -> None:

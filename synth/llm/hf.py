@@ -12,14 +12,42 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from synth.llm.base import Engine, Request, Result, finish, options_key
+from synth.devices import Gpu, local_gpus
+from synth.llm.base import Engine, EngineOptionError, Request, Result, finish, options_key
 from synth.llm.identity import model_identity
-from synth.llm.precision import check_loaded, resolve_dtype
+from synth.llm.precision import check_loaded
 from synth.models import quiet_transformers, resolve_model
+
+
+def _gpus_for(device: str | None) -> list[Gpu]:
+    """The accelerator a copy on ``device`` runs on: none for the CPU, this process's first GPU for
+    ``auto``/None, and one of unknown kind for an explicit ``cuda…`` or ``mps`` (NVML is not asked to contradict
+    the user; the checkpoint's dtype is the rule on any accelerator)."""
+    if device is None or device == "auto":
+        return local_gpus()[:1]
+    if device.startswith("cuda"):
+        return local_gpus()[:1] or [Gpu(device)]
+    return [Gpu(device)] if device.startswith("mps") else []
 
 
 class HFEngine(Engine):
     name = "hf"
+
+    @classmethod
+    def devices_per_copy(cls, options: dict[str, Any]) -> int:
+        """One GPU, unless the options pin the copy to the CPU (or Apple's MPS, which is not CUDA). A stage's
+        copy sees only its own GPU, as ``cuda:0``: ``device="cuda:N"`` would name a GPU it does not have."""
+        device = str(options.get("device") or "auto")
+        if device.startswith("cuda:") and device != "cuda:0":
+            raise EngineOptionError(f"device={device}: each engine copy sees only its own GPUs (the first as "
+                                    f"cuda:0); choose the GPU with --gpus {device.split(':')[1]} (or gpus = "
+                                    f"\"{device.split(':')[1]}\" in the stage's section)")
+        return 0 if device.startswith(("cpu", "mps")) else 1
+
+    @classmethod
+    def facts(cls, model_path: str | None, options: dict[str, Any], gpus: list[Gpu]) -> dict[str, Any]:
+        device = options.get("device")
+        return super().facts(model_path, options, gpus if device in (None, "auto") else _gpus_for(device))
 
     def __init__(self, model: str, revision: str | None = None, device: str | None = None, dtype: str = "auto",
                  batch_size: int = 8, max_input_tokens: int | None = None) -> None:
@@ -28,7 +56,7 @@ class HFEngine(Engine):
 
         path = resolve_model(model)
         quiet_transformers()
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device if device not in (None, "auto") else ("cuda" if _gpus_for(device) else "cpu")
         self.model_key, self.dtype = self.key(model, revision, self.device, dtype, max_input_tokens)
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(path, revision=revision)
@@ -50,7 +78,7 @@ class HFEngine(Engine):
         options of ``OUTPUT_OPTIONS``, here the context window (a request over it fails as context_length, and
         that failure is cached)."""
         path = resolve_model(model)
-        dtype = resolve_dtype("hf", path, dtype, device)
+        dtype = HFEngine.resolve_dtype(path, dtype, _gpus_for(device))
         options = {**options, "max_input_tokens": max_input_tokens}
         return f"{model_identity(path, revision)}:{dtype}{options_key(options)}", dtype
 
@@ -165,6 +193,9 @@ class HFEngine(Engine):
             out.append({self.tokenizer.decode([int(t)]): float(v) for v, t in zip(top.values, top.indices,
                                                                                    strict=True)})
         return out
+
+    def causal_lm(self) -> tuple[Any, Any] | None:
+        return (self.model, self.tokenizer) if self.model is not None else None
 
     def close(self) -> None:
         self.model = None

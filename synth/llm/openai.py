@@ -1,17 +1,17 @@
 """OpenAI-compatible engine: any server speaking ``/chat/completions`` and ``/completions`` (``vllm serve``,
 TGI, llama.cpp server, hosted APIs).
 
-Requests go out concurrently: one ``httpx.AsyncClient`` per engine, on an event loop thread of its own, under a
-semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many submitted. By default
-(``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting at ``AUTO_START`` it
-doubles while the server's ``/metrics`` show it running more than half of what it sends, and steps back once
-when that count stays at half or below (a vLLM server runs up to 128 sequences on a CPU, 256 on most GPUs,
-1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's metrics keeps ``AUTO_START``.
-Each attempt
-has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused connection while a server
-restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``, within a per-request time
-budget, so a batch never hangs. What still fails comes back as a ``Result`` whose ``error`` names the reason
-(``timeout``, ``http_503``, ``connection_error``…), never as an exception.
+Requests go out concurrently: ``httpx.AsyncClient``s of ``POOL`` connections each (one per 32 of concurrency, taken
+in turn: httpx scans a client's whole pool per request), on an event loop thread of the engine's own, started in
+groups with one wake-up, under a semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that
+many submitted. By default (``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting
+at ``AUTO_START`` it doubles while the server's ``/metrics`` show it running more than half of what it sends, and
+steps back once when that count stays at half or below (a vLLM server runs up to 128 sequences on a CPU, 256 on
+most GPUs, 1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's metrics keeps
+``AUTO_START``. Each attempt has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused
+connection while a server restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``,
+within a per-request time budget, so a batch never hangs. What still fails comes back as a ``Result`` whose
+``error`` names the reason (``timeout``, ``http_503``, ``connection_error``…), never as an exception.
 
 The API key is read from an environment variable at request time and sent as a Bearer header only: it is
 never logged, never put in a result, an error or a cache key.
@@ -28,11 +28,12 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from synth.llm.base import Engine, Request, Result, finish, options_key
-from synth.llm.precision import resolve_dtype
+from synth.llm.precision import UNKNOWN, canonical_dtype
 from synth.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ AUTO_MAX = 4096
 RUNNING = "vllm:num_requests_running"  # a vLLM server's gauge of the sequences it runs now
 FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can...
 FLAT_SECONDS = 6.0  # ...and for at least this long (a slow server admits a burst over seconds)
+POOL = 32  # connections per HTTP client (``_Clients``)
 
 
 class _Retry(Exception):
@@ -72,6 +74,13 @@ def _without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 
 class OpenAIEngine(Engine):
     name = "openai"
+    remote = True  # a client: the server holds the model and its GPUs
+
+    @classmethod
+    def resolve_dtype(cls, model_path: str | None, dtype: str | None, gpus: list[Any]) -> str:
+        """What the user declares the server runs (the API does not say), else ``unknown``."""
+        asked = canonical_dtype(dtype) if dtype != UNKNOWN else UNKNOWN
+        return UNKNOWN if asked == "auto" else asked
 
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int | str = "auto", timeout: float = 60.0, max_retries: int = 5, backoff: float = 0.5,
@@ -104,20 +113,21 @@ class OpenAIEngine(Engine):
         self._start_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._client: Any = None
+        self._client: Any = None  # the first of ``_clients``: the one the metrics probes use
+        self._clients: _Clients | None = None
         self._sem: asyncio.Semaphore | None = None
 
     @staticmethod
     def key(model: str, base_url: str | None = None, dtype: str | None = None, **options: Any) -> tuple[str, str]:
         """The cache key of this server's answers and the dtype it is declared to run."""
-        dtype = resolve_dtype("openai", dtype=dtype)
+        dtype = OpenAIEngine.resolve_dtype(None, dtype, [])
         # The server names the answers, its credentials do not (they are not written anywhere: synth.redact).
         return f"openai:{redact_url(_base_url(base_url))}:{model}:{dtype}{options_key(options)}", dtype
 
     # -- one client, on an event loop of the engine's own --------------------------------------------------------
 
-    def _submit(self, request: Request) -> concurrent.futures.Future[Result]:
-        """Start one request on the engine's loop (started, with its one client, on the first request)."""
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        """The engine's loop, started with its one client on the first request."""
         with self._start_lock:
             if self._loop is None:
                 import httpx
@@ -126,18 +136,39 @@ class OpenAIEngine(Engine):
                 thread = threading.Thread(target=loop.run_forever, name="synth-openai", daemon=True)
                 thread.start()
 
-                async def open_client() -> tuple[Any, asyncio.Semaphore]:
-                    most = AUTO_MAX if self.adaptive else self.concurrency
-                    limits = httpx.Limits(max_connections=most, max_keepalive_connections=most)
-                    client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout), auth=self._auth)
+                def new_client() -> Any:
+                    limits = httpx.Limits(max_connections=AUTO_MAX, max_keepalive_connections=AUTO_MAX)
+                    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(self.timeout), auth=self._auth)
+
+                async def open_client() -> tuple[_Clients, asyncio.Semaphore]:
+                    clients = _Clients(new_client)
                     sem = asyncio.Semaphore(self.concurrency)
                     if self.adaptive:
-                        self._adapting = asyncio.get_running_loop().create_task(self._adapt(client, sem))
-                    return client, sem
+                        self._adapting = asyncio.get_running_loop().create_task(self._adapt(clients.first, sem))
+                    return clients, sem
 
-                self._client, self._sem = asyncio.run_coroutine_threadsafe(open_client(), loop).result()
+                self._clients, self._sem = asyncio.run_coroutine_threadsafe(open_client(), loop).result()
+                self._client = self._clients.first
                 self._loop, self._thread = loop, thread
-        return asyncio.run_coroutine_threadsafe(self._one(self._client, self._sem, request), self._loop)
+        return self._loop
+
+    def _submit(self, request: Request) -> concurrent.futures.Future[Result]:
+        """Start one request on the engine's loop."""
+        loop = self._running_loop()  # first: it opens the client the request goes through
+        return asyncio.run_coroutine_threadsafe(self._one(self._clients.next(self.concurrency), self._sem, request),
+                                                loop)
+
+    def _start_many(self, items: list[tuple[int, Request]], deliver: Callable[[int, Result], None]) -> None:
+        """Start requests with one wake-up of the engine's loop (not one each: a stream refills its window by
+        the handful); ``deliver(tag, result)`` is called on the loop's thread as each finishes."""
+        loop = self._running_loop()
+
+        def start() -> None:
+            for tag, request in items:
+                task = loop.create_task(self._one(self._clients.next(self.concurrency), self._sem, request))
+                task.add_done_callback(lambda t, tag=tag, request=request: deliver(tag, _outcome(t, request)))
+
+        loop.call_soon_threadsafe(start)
 
     def generate(self, requests: list[Request]) -> list[Result]:
         # The requests run on the engine's own loop thread, so this works from any thread, a running loop included.
@@ -161,11 +192,11 @@ class OpenAIEngine(Engine):
         adapting = getattr(self, "_adapting", None)
         if adapting is not None:
             loop.call_soon_threadsafe(adapting.cancel)
-        asyncio.run_coroutine_threadsafe(self._client.aclose(), loop).result(30)
+        asyncio.run_coroutine_threadsafe(self._clients.aclose(), loop).result(30)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(30)
         loop.close()
-        self._client = self._sem = self._thread = None
+        self._client = self._clients = self._sem = self._thread = None
 
     # -- one request ----------------------------------------------------------------------------------------
 
@@ -351,6 +382,31 @@ class OpenAIEngine(Engine):
                       logprobs=logprobs if request.sampling.logprobs else None)
 
 
+class _Clients:
+    """HTTP clients of about ``POOL`` connections each, as many as the concurrency needs, taken in turn: httpx
+    scans a client's whole pool for every request it sends, so 256 connections in one client cost more CPU per
+    request than the rest of a stage (bench/ceiling.py)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.first = make()
+        self.all = [self.first]
+        self.turn = 0
+        self.lock = threading.Lock()  # taken from the loop's thread and from callers of ``generate``
+
+    def next(self, concurrency: int) -> Any:
+        need = max(1, -(-int(concurrency) // POOL))
+        with self.lock:
+            while len(self.all) < need:
+                self.all.append(self.make())
+            self.turn = (self.turn + 1) % need
+            return self.all[self.turn]
+
+    async def aclose(self) -> None:
+        for client in self.all:
+            await client.aclose()
+
+
 class OpenAIFeed:
     """Requests start as they are submitted and come back as each finishes; the engine's semaphore holds them to
     ``concurrency`` at the server, the stream's window (``window``) to a few times that in all (backpressure)."""
@@ -364,9 +420,8 @@ class OpenAIFeed:
         return 4 * self.engine.concurrency
 
     def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
-        for tag, request in items:
-            self.engine._submit(request).add_done_callback(
-                lambda f, tag=tag, request=request: self.done.put((tag, _outcome(f, request))))
+        if items:
+            self.engine._start_many(items, lambda tag, result: self.done.put((tag, result)))
         return []
 
     def poll(self, timeout: float) -> list[tuple[int, Result]]:
@@ -381,11 +436,12 @@ class OpenAIFeed:
                 return out
 
 
-def _outcome(future: concurrent.futures.Future[Result], request: Request) -> Result:
-    """A finished request's result; a bug that escaped ``_one`` fails that request alone (and is retried later)."""
+def _outcome(future: concurrent.futures.Future[Result] | asyncio.Future[Result], request: Request) -> Result:
+    """A finished request's result; a bug that escaped ``_one`` (or a cancellation, as the engine closes) fails
+    that request alone (and is retried later)."""
     try:
         return future.result()
-    except Exception as e:
+    except (Exception, asyncio.CancelledError) as e:
         log.warning("request %s: %s", request.id, type(e).__name__)
         return Result.failed(request, f"engine_error:{type(e).__name__}")
 

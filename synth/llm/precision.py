@@ -11,7 +11,9 @@ The rule: an explicit dtype wins. Otherwise, on a CPU, float32 (bf16 on a CPU is
 small models and degrades them; see ``bench/dtype.py``); on a GPU, the model's own dtype, except that vLLM
 runs a float32 checkpoint in bfloat16 (float16 on GPUs without bfloat16), as vLLM itself does. An
 OpenAI-compatible server does not report its precision: it is what the user declares (``dtype=…``), else
-``unknown``.
+``unknown``. Each engine class carries its rule (``Engine.resolve_dtype``); whether a GPU has bfloat16 is
+read through NVML (``synth.devices.Gpu.bf16``), never by initialising CUDA, and where the copy runs (its
+executor asks there: ``synth.runner.Stage.facts``).
 """
 
 from __future__ import annotations
@@ -40,35 +42,6 @@ def canonical_dtype(dtype: str | None) -> str:
     if name not in _ALIASES:
         raise DtypeError(f"unknown dtype {dtype!r}: choose one of auto, float32, bfloat16, float16")
     return _ALIASES[name]
-
-
-def on_gpu(device: str | None = None) -> bool:
-    """Whether the engine will run on a GPU: the device asked for, else whether torch sees one."""
-    if device is not None:
-        return not str(device).startswith("cpu")
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
-
-
-def resolve_dtype(engine: str, model_path: str | None = None, dtype: str | None = "auto",
-                  device: str | None = None) -> str:
-    """The dtype ``engine`` will run ``model_path`` in on this machine (see the module doc for the rule)."""
-    asked = canonical_dtype(dtype) if dtype != UNKNOWN else UNKNOWN
-    if engine == "openai":
-        return UNKNOWN if asked == "auto" else asked
-    if asked != "auto":
-        return asked
-    if not on_gpu(device):
-        return CPU_DEFAULT
-    config = model_dtype(model_path)
-    if engine != "vllm":
-        return config
-    if config == "float32" or (config == "bfloat16" and not _gpu_has_bf16()):
-        return "bfloat16" if _gpu_has_bf16() else "float16"
-    return config
 
 
 def model_dtype(model_path: str | None) -> str:
@@ -101,9 +74,3 @@ def check_loaded(engine: str, resolved: str, loaded: object) -> None:
     if torch_dtype_name(loaded) != resolved:
         raise DtypeError(f"{engine} loaded the model in {loaded}, not the resolved {resolved}: its outputs would "
                          f"be named after the wrong precision")
-
-
-def _gpu_has_bf16() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -19,20 +19,51 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from synth.llm.base import Engine, Request, Result, Sampling, finish, options_key
-from synth.llm.factory import EngineOptionError
+from synth.devices import Gpu, local_gpus
+from synth.llm.base import Engine, EngineOptionError, Request, Result, Sampling, finish, options_key
 from synth.llm.identity import model_identity
-from synth.llm.precision import check_loaded, resolve_dtype
+from synth.llm.precision import canonical_dtype, check_loaded
 from synth.models import resolve_model
 from synth.watchdog import start_watchdog
 
 log = logging.getLogger(__name__)
 
 
+BATCH_INVARIANT = "VLLM_BATCH_INVARIANT"  # read by vLLM where its model runs: the engine core process
+
+
 class VLLMEngine(Engine):
     name = "vllm"
+
+    @classmethod
+    def devices_per_copy(cls, options: dict[str, Any]) -> int:
+        """A copy spans its tensor- and pipeline-parallel group."""
+        return int(options.get("tensor_parallel_size") or 1) * int(options.get("pipeline_parallel_size") or 1)
+
+    @classmethod
+    def resolve_dtype(cls, model_path: str | None, dtype: str | None, gpus: list[Gpu]) -> str:
+        """As vLLM does on a GPU: a float32 checkpoint runs in bfloat16, and bfloat16 becomes float16 on GPUs
+        without it (compute capability below 8.0, read through NVML)."""
+        resolved = super().resolve_dtype(model_path, dtype, gpus)
+        if not gpus or canonical_dtype(dtype) != "auto":
+            return resolved
+        bf16 = all(g.bf16 for g in gpus)
+        if resolved == "float32" or (resolved == "bfloat16" and not bf16):
+            return "bfloat16" if bf16 else "float16"
+        return resolved
+
+    @classmethod
+    def facts(cls, model_path: str | None, options: dict[str, Any], gpus: list[Gpu]) -> dict[str, Any]:
+        """The dtype, and batch-invariant kernels switched on by the environment of the copy (a user's
+        ``export VLLM_BATCH_INVARIANT=1``) where the options did not ask for them: they change the answers."""
+        facts = super().facts(model_path, options, gpus)
+        if not options.get("batch_invariant") and _env_batch_invariant():
+            facts["batch_invariant"] = True
+        return facts
 
     def __init__(self, model: str, revision: str | None = None, tensor_parallel_size: int = 1,
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None,
@@ -45,17 +76,24 @@ class VLLMEngine(Engine):
         # vLLM is told the resolved dtype, never "auto": its CPU build would pick bf16 on some CPUs only.
         self.model_key, self.dtype = self.key(model, revision, dtype, max_model_len,
                                               batch_invariant=batch_invariant, **engine_kwargs)
-        if batch_invariant:
-            _batch_invariant_mode(bool(current_platform.is_cpu()))
+        cpu = bool(current_platform.is_cpu())
+        if batch_invariant and cpu:
+            raise EngineOptionError("batch_invariant=true: vLLM's batch-invariant mode exists on CUDA GPUs only; "
+                                  "on a CPU synth already runs float32 (see the README, 'Resume with vLLM')")
         if enforce_eager is None:  # CUDA graphs and torch.compile pay off on a GPU; the CPU build wants eager
-            enforce_eager = bool(current_platform.is_cpu())
+            enforce_eager = cpu
         engine_kwargs.setdefault("enable_prefix_caching", True)
-        if current_platform.is_cpu():
+        if tensor_parallel_size * int(engine_kwargs.get("pipeline_parallel_size") or 1) > 1:
+            # Said, not left to vLLM's choice: the group's workers are processes on this copy's own GPUs (a Ray
+            # placement group of vLLM's own could ask for GPUs the actor already holds).
+            engine_kwargs.setdefault("distributed_executor_backend", "mp")
+        if cpu:
             _no_chunked_prefill_on_cpu(engine_kwargs)
         start_watchdog()  # the engine core is a process of its own: it must not outlive this one, however it dies
-        self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
-                            gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
-                            enforce_eager=enforce_eager, dtype=self.dtype, seed=seed, **engine_kwargs)
+        with _batch_invariant_env(batch_invariant):
+            self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
+                                gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
+                                enforce_eager=enforce_eager, dtype=self.dtype, seed=seed, **engine_kwargs)
         check_loaded("vllm", self.dtype, self.llm.llm_engine.model_config.dtype)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = int(self.llm.llm_engine.model_config.max_model_len)
@@ -72,7 +110,9 @@ class VLLMEngine(Engine):
         """The cache key of this engine's answers and the dtype it runs, without loading the model: the weights,
         their precision and every option of ``OUTPUT_OPTIONS`` given (quantization, context window…)."""
         path = resolve_model(model)
-        dtype = resolve_dtype("vllm", path, dtype)
+        dtype = VLLMEngine.resolve_dtype(path, dtype, local_gpus())
+        if _env_batch_invariant():  # the environment switches the kernels on as surely as the option
+            options = {**options, "batch_invariant": True}
         return (f"vllm:{model_identity(path, revision)}:{dtype}"
                 f"{options_key({**options, 'max_model_len': max_model_len})}"), dtype
 
@@ -253,15 +293,35 @@ class VLLMFeed:
         return failed
 
 
-def _batch_invariant_mode(cpu: bool) -> None:
-    """Switch on vLLM's batch-invariant kernels (``VLLM_BATCH_INVARIANT``, read by the engine core it starts):
-    greedy answers then do not depend on which other requests share a batch, so a resumed stage, which
-    generates only what the cache lacks, in other batches, gives the rows of an uninterrupted run. It costs
-    speed and exists on CUDA GPUs only."""
-    if cpu:
-        raise EngineOptionError("batch_invariant=true: vLLM's batch-invariant mode exists on CUDA GPUs only; "
-                                "on a CPU synth already runs float32 (see the README, 'Resume with vLLM')")
-    os.environ["VLLM_BATCH_INVARIANT"] = "1"
+def _env_batch_invariant() -> bool:
+    """Whether this process's environment switches vLLM's batch-invariant kernels on, read as vLLM reads it
+    (an integer, on when not 0); a value vLLM would refuse is refused here first."""
+    value = os.environ.get(BATCH_INVARIANT, "0")
+    try:
+        return bool(int(value))
+    except ValueError:
+        raise EngineOptionError(f"{BATCH_INVARIANT}={value!r}: vLLM reads an integer (1: on, 0: off)") from None
+
+
+@contextmanager
+def _batch_invariant_env(on: bool) -> Iterator[None]:
+    """``VLLM_BATCH_INVARIANT=1`` while this engine starts, for it alone: vLLM reads the variable where its model
+    runs (the engine core process started here, which keeps it), and the next engine of this process starts
+    without it again. Greedy answers then do not depend on which other requests share a batch, so a resumed
+    stage, which generates only what the cache lacks, in other batches, gives the rows of an uninterrupted run.
+    It costs speed and exists on CUDA GPUs only. A value the user exported is left alone (and named in the keys:
+    ``VLLMEngine.key``, ``VLLMEngine.facts``)."""
+    before = os.environ.get(BATCH_INVARIANT)
+    if on:
+        os.environ[BATCH_INVARIANT] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            if before is None:
+                os.environ.pop(BATCH_INVARIANT, None)
+            else:
+                os.environ[BATCH_INVARIANT] = before
 
 
 def _no_chunked_prefill_on_cpu(engine_kwargs: dict[str, Any]) -> None:

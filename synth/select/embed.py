@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from synth.devices import torch_devices
+from synth.devices import Gpu, Placement, parse_gpus, torch_devices
 from synth.errors import SynthError
 from synth.identity import identity
 from synth.runner import Stage
@@ -76,13 +76,16 @@ class Embed(Stage):
     normalize: bool = True
     max_seq_length: int | None = None  # None: the model's own (256 word pieces for all-MiniLM-L6-v2)
     batch_size: int | None = field(default=None, metadata={"fingerprint": False})  # None: 64 on CPU, 512 on GPU
-    # "auto": the visible GPUs (fp16), else the CPU; "cpu", "cuda", "cuda:1"… for one device (synth.devices)
+    # "auto": a GPU (fp16) where the copy has one, else the CPU; "cpu", "cuda", "cuda:1"… for one device
     device: str = field(default="auto", metadata={"fingerprint": False})
     # sentence-transformers' backend: "torch", "onnx" / "openvino" (their extras), or "auto": torch on a GPU, on
     # a CPU the fastest installed as bench/embed_backends.py measured (OpenVINO 2.5x, ONNX 1.4x torch on 2 cores).
     # In the fingerprint (resolved): their vectors differ from torch's in the 5th digit.
     backend: str = "auto"
-    workers: int = field(default=1, metadata={"fingerprint": False})  # copies: GPUs (0: all) or CPU processes
+    # copies, each a process (or Ray actor) of its own: at most this many GPUs (0: every GPU), or CPU processes
+    # (0: one, in the main process)
+    workers: int = field(default=0, metadata={"fingerprint": False})
+    gpus: str | None = field(default=None, metadata={"fingerprint": False})  # this machine's GPUs ("0,1"); None: all
     threads: int | None = field(default=None, metadata={"fingerprint": False})  # torch CPU threads (None: torch's)
 
     def __post_init__(self) -> None:
@@ -97,17 +100,42 @@ class Embed(Stage):
     def params(self) -> dict[str, Any]:
         p = super().params()
         p["model"] = identity(resolve_embedding_model(self.model))
-        p["backend"] = self.resolved_backend()
-        if p["backend"] == "torch":  # torch names outputs as before the setting existed
-            del p["backend"]
+        facts = self.named_facts()  # found where the copies run (Stage.facts)
+        p.pop("backend")  # the setting ("auto"…) names nothing; what it resolves to does
+        if facts["backend"] != "torch":  # torch names outputs as before the setting existed
+            p["backend"] = facts["backend"]
+        if facts["precision"] != "float32":  # fp16 on a GPU: vectors differ from float32's in the 3rd digit
+            p["precision"] = facts["precision"]
         return p
 
+    def placement(self) -> Placement:
+        """One copy per GPU it may use (``workers``: at most how many; 0: all), or CPU processes; none for a
+        device named explicitly as the CPU. A GPU is chosen with ``gpus``, not ``device="cuda:N"``: each copy
+        sees its own GPU as ``cuda:0``."""
+        if self.device.startswith("cuda:") and self.device != "cuda:0":
+            raise EmbedError(f"device={self.device}: each embedding copy sees only its own GPU (as cuda:0); choose "
+                             f"the GPU with gpus = \"{self.device.split(':')[1]}\" in the embed settings")
+        per_copy = 0 if self.device.startswith(("cpu", "mps")) else 1
+        return Placement(per_copy, "auto" if self.workers < 1 else self.workers, parse_gpus(self.gpus), upto=True)
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        """The device, backend and precision a copy that sees ``gpus`` embeds with."""
+        device = self._device(gpus)
+        backend = self.resolved_backend(device)
+        half = device.startswith("cuda") and backend == "torch"
+        return {"backend": backend, "precision": "float16" if half else "float32"}
+
+    def _device(self, gpus: list[Gpu]) -> str:
+        if self.device != "auto":
+            return self.device
+        return "cuda:0" if gpus else "cpu"
+
     def resolved_backend(self, device: str | None = None) -> str:
-        """The backend ``auto`` stands for here: torch on a GPU (fp16), else the fastest one installed.
-        ``device``: the first copy's, when the caller has it already."""
+        """The backend ``auto`` stands for on ``device`` (default: this process's first): torch on a GPU
+        (fp16), else the fastest one installed."""
         if self.backend != "auto":
             return self.backend
-        if (device or torch_devices(self.device, self.workers)[0]).startswith("cuda"):
+        if (device or torch_devices(self.device, 1)[0]).startswith("cuda"):
             return "torch"
         return next((b for b in CPU_PREFERENCE if not missing_packages(b)), "torch")
 
@@ -116,30 +144,14 @@ class Embed(Stage):
             import torch
 
             torch.set_num_threads(self.threads)
-        devices = torch_devices(self.device, self.workers)
-        gpu = devices[0].startswith("cuda")
+        device = torch_devices(self.device, 1)[0]  # one copy per process: the executor makes the copies
+        facts = self.facts([Gpu(device)] if device.startswith("cuda") else [])
         # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
-        self._model, default_len = _cached_model(resolve_embedding_model(self.model), devices[0], gpu,
-                                                 self.resolved_backend(devices[0]))
+        self._model, default_len = _cached_model(resolve_embedding_model(self.model), device,
+                                                 facts["precision"] == "float16", facts["backend"])
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
-        self._batch = self.batch_size or (512 if gpu else 64)
-        self._pool = None
-        if len(devices) > 1:  # one process per GPU, or CPU processes of a thread or so each
-            threads = os.environ.get("OMP_NUM_THREADS")
-            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // len(devices)))
-            try:
-                self._pool = self._model.start_multi_process_pool(devices)
-            finally:
-                if threads is None:
-                    os.environ.pop("OMP_NUM_THREADS")
-                else:
-                    os.environ["OMP_NUM_THREADS"] = threads
-
-    def teardown(self) -> None:
-        pool, self._pool = getattr(self, "_pool", None), None
-        if pool is not None:
-            self._model.stop_multi_process_pool(pool)
+        self._batch = self.batch_size or (512 if device.startswith("cuda") else 64)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         missing = [f for f in self.fields if f not in batch.column_names]
@@ -154,7 +166,7 @@ class Embed(Stage):
         if todo:
             out = self._model.encode([texts[i] for i in todo], batch_size=self._batch,
                                      normalize_embeddings=self.normalize, convert_to_numpy=True,
-                                     show_progress_bar=False, pool=self._pool)
+                                     show_progress_bar=False)
             vecs[todo] = out.astype(np.float16)
         empty = len(texts) - len(todo)
         stats.count("empty_text", empty)

@@ -23,13 +23,12 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from synth.devices import assign
+from synth.devices import Gpu, Placement, parse_gpus
 from synth.extract.lid import Identifier
 from synth.identity import identity as model_identity
 from synth.llm import Engine, Request, Result, load_engine
 from synth.llm.base import output_options
-from synth.llm.factory import default_engine
-from synth.llm.precision import resolve_dtype
+from synth.llm.factory import default_engine, engine_class
 from synth.models import resolve_model
 from synth.runner import Stage, StageError
 from synth.stages import checks as ck
@@ -102,25 +101,31 @@ class LLMStage(Stage):
         # Engine options are left out of the fingerprint (batch sizes, threads, GPU memory do not change rows),
         # except those that do, the list the request-cache key is made from too (synth.llm.base.OUTPUT_OPTIONS),
         # credentials in them redacted; the precision is resolved below.
-        changing = output_options(self.engine_options)
+        facts = dict(self.named_facts())
+        changing = {**output_options(self.engine_options), **output_options(facts)}
         if changing:
             p["engine_options"] = changing
         # The model's identity (content digest for a local dir), not the path it happens to live at.
-        path = resolve_model(self.model) if self.engine != "openai" else None
-        p["model"] = model_identity(path, self.revision) if path is not None else f"openai:{self.model}"
-        # The precision the engine will really run (never "auto", which means bf16 on some CPUs only).
-        p["dtype"] = resolve_dtype(self.engine, path, self.engine_options.get("dtype"),
-                                   self.engine_options.get("device"))
+        path = self.model_path()
+        p["model"] = model_identity(path, self.revision) if path is not None else f"{self.engine}:{self.model}"
+        # The precision the copies really run (never "auto", which means bf16 on some CPUs only), found where
+        # they run (Stage.facts).
+        p["dtype"] = facts["dtype"]
         return p
 
-    def engine_groups(self) -> list[list[str]]:
-        """The GPUs of each engine copy the local executor starts (one process each); ``[[]]``: one copy, in this
-        process. A server engine (openai) needs no GPU of its own: one copy unless ``replicas`` is a number."""
-        if self.engine == "openai" and self.replicas == "auto":
-            return [[]]
-        gpus = [g.strip() for g in str(self.gpus).split(",") if g.strip()] if self.gpus else None
-        tp = int(self.engine_options.get("tensor_parallel_size", 1) or 1)
-        return assign(self.replicas, tp if self.engine == "vllm" else 1, gpus)
+    def model_path(self) -> str | None:
+        """The model's local directory (a hub name as given); None for an engine that calls a server."""
+        return None if engine_class(self.engine).remote else resolve_model(self.model)
+
+    def placement(self) -> Placement:
+        """Copies of the engine: each takes the GPUs its engine declares (a tensor-parallel group; none for a
+        server client, which gets one copy unless ``replicas`` is a number)."""
+        per_copy = engine_class(self.engine).devices_per_copy(self.engine_options)
+        return Placement(per_copy, self.replicas, parse_gpus(self.gpus))
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        """The engine's facts on a copy that sees ``gpus``: its dtype, and what its environment switches on."""
+        return engine_class(self.engine).facts(self.model_path(), self.engine_options, gpus)
 
     def setup(self) -> None:
         if getattr(self, "_llm", None) is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from synth.devices import Gpu, Placement
 from synth.errors import SynthError
 from synth.lang import canonical
 from synth.stats import ShardStats
@@ -56,6 +57,14 @@ class Translator(Protocol):
     def __init__(self, stage: Any, direction: Direction = FORWARD) -> None: ...
 
     def params(self) -> dict[str, Any]: ...
+
+    def placement(self) -> Placement | None:
+        """The copies the stage runs for this translator (``synth.runner.Stage.placement``); None: no model."""
+        ...
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        """What names its output on a copy that sees ``gpus`` (``synth.runner.Stage.facts``)."""
+        ...
 
     def setup(self) -> None: ...
 
@@ -101,6 +110,14 @@ class TranslatorSettings:
     def translator_for(self, direction: Direction = FORWARD) -> Translator:
         """The backend named by ``translator`` for one direction (cheap: models load in its ``setup``)."""
         return backend(self.translator)(self, direction)
+
+    def placement(self) -> Placement | None:
+        """The stage's copies, as its translator needs them: the LLM's engine copies, a seq2seq model per GPU,
+        none for Apertium (which overrides LLMStage's: a stage that translates otherwise holds no LLM)."""
+        return self.translator_for().placement()
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        return self.translator_for().facts(gpus)
 
     def translation_params(self, *directions: Direction) -> dict[str, Any]:
         """Fingerprint params: the stage's own settings, and those of its translator for ``directions``; never

@@ -121,6 +121,13 @@ class ApertiumTranslator:
     def params(self) -> dict[str, Any]:
         return {"apertium": pair_versions()}
 
+    def placement(self) -> None:
+        """A CPU command, no model: the stage runs on plain workers."""
+        return None
+
+    def facts(self, gpus: list[Any]) -> dict[str, Any]:
+        return {}
+
     def setup(self) -> None:
         modes()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
+from synth.devices import Gpu, Placement
 from synth.lang import ENGLISH
 from synth.lang import name as language_name
 from synth.llm import Request, Result, Sampling
@@ -47,6 +48,12 @@ class LLMTranslator:
         p = {k: v for k, v in LLMStage.params(self.stage).items() if k not in others}
         p[self.direction.prompt] = get_prompt(self.prompt_name).identity
         return p
+
+    def placement(self) -> Placement:
+        return LLMStage.placement(self.stage)
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        return LLMStage.facts(self.stage, gpus)
 
     def setup(self) -> None:
         LLMStage.setup(self.stage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from synth.devices import Gpu, Placement, parse_gpus
 from synth.identity import identity
 from synth.mt import Seq2SeqTranslator
 from synth.stages import checks as ck
@@ -35,6 +36,15 @@ class Seq2SeqBackend:
         """The model by its identity (under this direction's setting) and the decoding settings."""
         return {**{k: getattr(self.stage, k) for k in SHARED},
                 self.direction.mt_model: identity(self.model, self.stage.mt_revision)}
+
+    def placement(self) -> Placement:
+        """One GPU per copy (the model's device), none when ``mt_options`` put it on the CPU."""
+        device = str(self.stage.mt_options.get("device") or "auto")
+        return Placement(0 if device.startswith(("cpu", "mps")) else 1, self.stage.replicas,
+                         parse_gpus(self.stage.gpus))
+
+    def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
+        return {}
 
     def setup(self) -> None:
         s = self.stage
