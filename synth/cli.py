@@ -55,13 +55,15 @@ def stats(rundir: Path = typer.Argument(..., help="A run directory.")) -> None:
     if not path.exists():
         console.print(f"[red]{path} does not exist: no stage has finished in {rundir}[/red]")
         raise typer.Exit(1)
+    from synth.stats import kept_label
+
     data = json.loads(path.read_text())
     table = Table(title=f"{rundir}")
     for col in ("stage", "lang", "in", "out", "kept %", "top drop reasons"):
         table.add_column(col, justify="right" if col in ("in", "out", "kept %") else "left")
 
     def row(key: str, lang: str, n_in: int, n_out: int, dropped: dict[str, int], style: str = "") -> None:
-        pct = f"{100 * n_out / n_in:.1f}" if n_in else "-"
+        pct = kept_label(n_in, n_out)
         reasons = ", ".join(f"{r} {n:,}" for r, n in list(dropped.items())[:3])
         table.add_row(key, lang, f"{n_in:,}", f"{n_out:,}", pct, reasons, style=style)
 

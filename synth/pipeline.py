@@ -535,7 +535,7 @@ PIPELINE = Pipeline((
               flags=(Flag("paths", list, "Evaluation files to keep out (JSONL, Parquet, datasets folders): fragments "
                           "that overlap them leave as 'contaminated'. Repeatable.", name="decontaminate"),)),
     StageSpec("02_translate", "synth.stages.translate:Translate", reads="01_decontaminate", fallback="01_extract",
-              uses_model=True,
+              uses_model=True, top=("lang",),
               flags=(TRANSLATOR, MT_MODEL, MAX_TOKENS),
               help="Stage 2: translate each native fragment to English (response_en)."),
     StageSpec("03_instruct", "synth.stages.instruct:Instruct", reads="02_translate", uses_model=True,
@@ -555,7 +555,7 @@ PIPELINE = Pipeline((
               settings="synth.select.select:SelectSettings", top=("target",), flags=SELECT_FLAGS,
               help="Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."),
     StageSpec("05_backtranslate", "synth.stages.backtranslate:Backtranslate", reads="04_select",
-              fallback="03_instruct", uses_model=True,
+              fallback="03_instruct", uses_model=True, top=("lang",),
               flags=(TRANSLATOR, MT_MODEL, Flag("roundtrip", bool, "Round-trip similarity score.")),
               help="Stage 5: translate the instruction into the target language, scored and gated for fidelity."),
     StageSpec("05_fidelity", "synth.stages.backtranslate:Fidelity", reads="05_backtranslate", build=_gate,

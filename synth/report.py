@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synth.io import atomic_write_text
+from synth.stats import kept_label
 
 
 def stage_label(key: str) -> str:
@@ -190,8 +191,8 @@ def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path
     if rows:
         parts.append(f'<div class="plots"><figure>{_funnel_plot(rows)}</figure></div>')
         parts.append(_table(["stage", "rows in", "rows out", "kept %", "top drop reasons"], [
-            [r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}",
-             f"{100 * r['rows_out'] / r['rows_in']:.1f}" if r["rows_in"] else "-", r["top_drop"]] for r in rows]))
+            [r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", kept_label(r["rows_in"], r["rows_out"]),
+             r["top_drop"]] for r in rows]))
         lang_rows = [[r["stage"], lang, v["in"], v["out"], ", ".join(f"{k} ({n})" for k, n in
                                                                      list(v["dropped"].items())[:3])]
                      for r in rows for lang, v in r["by_lang"].items()]

@@ -147,3 +147,14 @@ def update_run_stats(rundir: Path, stage_key: str, summary: dict[str, Any]) -> P
     data.setdefault("stages", {})[stage_key] = summary  # insertion order: the order stages first ran
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return path
+
+
+def kept_label(rows_in: int, rows_out: int) -> str:
+    """The funnel's "kept %" of a stage; a stage that splits its input (documents into fragments) gives more rows
+    than it got: that is a ratio of units, not a share kept."""
+    if not rows_in:
+        return "-"
+    if rows_out > rows_in:
+        return f"split ×{rows_out / rows_in:.1f}"
+    return f"{100 * rows_out / rows_in:.1f}"
+

@@ -62,6 +62,33 @@ def test_its_identity_is_the_pair_packages_not_the_llm():
     assert stage.fingerprint("x") != Translate(engine="hf").fingerprint("x")
 
 
+def test_a_run_names_only_its_own_pair(monkeypatch):
+    """``synth run --lang es`` gives the stage its language: installing another pair (here, Catalan's modes
+    appear) recomputes nothing of a Spanish run; a stage made without a language names every installed pair."""
+    from synth.translate import apertium
+
+    spanish, anything = Translate(translator="apertium", lang="spa"), Translate(translator="apertium")
+    before = (spanish.fingerprint("x"), anything.fingerprint("x"))
+    assert list(spanish.params()["apertium"]) == ["apertium-eng-spa"]
+    real = apertium.modes()
+    monkeypatch.setattr(apertium, "modes", lambda: (*real, "eng-cat", "cat-eng"))
+    apertium.pair_versions.cache_clear()
+    try:
+        assert spanish.fingerprint("x") == before[0]
+        assert anything.fingerprint("x") != before[1] and "eng-cat" in anything.params()["apertium"]
+        assert set(Backtranslate(translator="apertium", lang="cat").params()["apertium"]) == {"eng-cat", "cat-eng"}
+    finally:
+        apertium.pair_versions.cache_clear()
+
+
+def test_the_run_gives_the_translating_stages_its_language():
+    from synth.pipeline import PIPELINE, RunSettings
+
+    settings = RunSettings.from_dict({"lang": "es", "translate": {"translator": "apertium"}})
+    assert settings.values(PIPELINE["02_translate"])["lang"] == "spa"
+    assert settings.values(PIPELINE["05_backtranslate"])["lang"] == "spa"
+
+
 def test_stage_2_translates_native_spanish_into_english(tmp_path):
     rows = pa.table({"id": [f"es{i}" for i in range(len(SPANISH))], "lang": ["spa"] * len(SPANISH),
                      "fragment": SPANISH})

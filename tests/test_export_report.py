@@ -293,3 +293,12 @@ def test_push_to_hub_checks_the_folder_then_fails_clearly_offline(tmp_path):
         push_to_hub(final, "me/sw-demo")
     with pytest.raises(ExportError, match="not an exported dataset"):
         check_for_hub(tmp_path / "elsewhere")
+
+
+def test_a_stage_that_splits_its_input_is_not_shown_keeping_thousands_of_percent():
+    """01_fragments turns documents into fragments: 100 documents into 3,500 fragments is a split ×35, not
+    "kept 3500 %"."""
+    from synth.stats import kept_label
+
+    assert kept_label(100, 3500) == "split ×35.0"
+    assert kept_label(100, 42) == "42.0" and kept_label(0, 0) == "-" and kept_label(7, 7) == "100.0"

@@ -106,6 +106,9 @@ class TranslatorSettings:
     # of generating max_tokens of repetition, which is most of the time a weak model costs. Not applied into the
     # target language, whose text may take several tokens a character in an English-centred tokenizer.
     max_tokens_per_char: float = 0.6
+    # The run's target language (``synth run`` gives it): a backend that names what it has installed names only
+    # what this language uses (Apertium: its pair with English). Rows carry their own language either way.
+    lang: str | None = field(default=None, metadata={"fingerprint": False})
 
     def translator_for(self, direction: Direction = FORWARD) -> Translator:
         """The backend named by ``translator`` for one direction (cheap: models load in its ``setup``)."""

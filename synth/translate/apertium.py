@@ -6,8 +6,9 @@ Every text of one direction goes through one ``apertium`` process: the texts are
 The markers must come back exactly, in order; if they do not (a text that contains one), each text of that batch
 is translated in its own process, so row alignment never rests on a guess.
 
-Its fingerprint names the pair packages installed with their Debian versions: a stage does not know the
-language of its rows before it reads them, so installing or upgrading a pair re-runs the stages that use it.
+Its fingerprint names the pair packages with their Debian versions: those between English and the run's language
+(``lang``, which ``synth run`` gives the stage), so installing or upgrading another pair recomputes nothing; a
+stage made without a language (the Python API) names every installed pair.
 """
 
 from __future__ import annotations
@@ -68,10 +69,13 @@ def _mode_file(mode: str) -> Path:
 
 
 @cache
-def pair_versions() -> dict[str, str]:
-    """Installed pair package → its Debian version (or, off Debian, the size and time of its mode files)."""
+def pair_versions(lang: str | None = None) -> dict[str, str]:
+    """Installed pair package → its Debian version (or, off Debian, the size and time of its mode files); with
+    ``lang``, only the packages of modes between it and English (either way)."""
     out: dict[str, str] = {}
     for mode in modes():
+        if lang is not None and not _between(mode, lang, "eng"):
+            continue
         path = _mode_file(mode)
         text = path.read_text(errors="replace") if path.exists() else ""
         found = re.search(r"/apertium/(apertium-[a-z_]+-[a-z_]+)/", text)
@@ -85,6 +89,13 @@ def pair_versions() -> dict[str, str]:
         else:
             out[package] = f"unpackaged:{path.stat().st_size}:{int(path.stat().st_mtime)}" if path.exists() else "?"
     return dict(sorted(out.items()))
+
+
+def _between(mode: str, a: str, b: str) -> bool:
+    """Whether ``mode`` (``eng-spa``, ``cat-eng_valencia``…) translates between languages ``a`` and ``b``."""
+    src, _, tgt = mode.partition("-")
+    sides = {src.split("_")[0], tgt.split("_")[0]}
+    return any(x in sides for x in spellings(a)) and any(y in sides for y in spellings(b))
 
 
 def run_apertium(mode: str, text: str) -> str:
@@ -119,7 +130,7 @@ class ApertiumTranslator:
         self.direction = direction
 
     def params(self) -> dict[str, Any]:
-        return {"apertium": pair_versions()}
+        return {"apertium": pair_versions(getattr(self.stage, "lang", None))}
 
     def placement(self) -> None:
         """A CPU command, no model: the stage runs on plain workers."""
