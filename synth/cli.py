@@ -114,13 +114,14 @@ def generate(
     file does not load the model."""
     from synth.llm import Sampling, load_engine
     from synth.llm.batch import generate_file
-    from synth.llm.factory import engine_class
+    from synth.llm.factory import default_engine, engine_class
     from synth.stages.llm_stage import default_cache
 
     options = _engine_options(engine_opt)
-    if engine_class(engine).remote:  # a server's address and key
-        options.update(base_url=base_url, api_key_env=api_key_env)
     try:
+        engine = engine or default_engine()
+        if engine_class(engine).remote:  # a server's address and key
+            options.update(base_url=base_url, api_key_env=api_key_env)
         llm = load_engine(engine, model, cache=None if no_cache else (cache or default_cache()), **options)
         with llm:
             report = generate_file(llm, input, out, Sampling(max_tokens=max_tokens, temperature=temperature),

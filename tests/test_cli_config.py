@@ -144,9 +144,9 @@ def test_a_fully_cached_generate_does_not_load_the_model(tmp_path, monkeypatch):
     prompts = [{"id": "a", "prompt": "The capital of France is", "max_tokens": 4},
                {"id": "b", "prompt": "One, two, three,", "max_tokens": 4}]
 
-    def generate(name: str, lines: list[dict]) -> list[dict]:
+    def generate(name: str, lines: list[dict], engine: list[str] = ["--engine", "hf"]) -> list[dict]:  # noqa: B006
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(p) + "\n" for p in lines))
-        res = runner.invoke(app, ["generate", "--engine", "hf", "--model", "smollm2", "--cache", str(cache), "--quiet",
+        res = runner.invoke(app, ["generate", *engine, "--model", "smollm2", "--cache", str(cache), "--quiet",
                                   "-i", str(tmp_path / f"{name}.jsonl"), "-o", str(tmp_path / f"{name}.out")])
         assert res.exit_code == 0, res.output
         return [json.loads(line) for line in (tmp_path / f"{name}.out").read_text().splitlines()]
@@ -163,5 +163,7 @@ def test_a_fully_cached_generate_does_not_load_the_model(tmp_path, monkeypatch):
     again = generate("again", prompts)
     assert built == [] and all(r["cached"] for r in again)
     assert [r["text"] for r in again] == [r["text"] for r in first]
+    default = generate("default", prompts, engine=[])  # no --engine: the default one (hf on a machine without GPU)
+    assert built == [] and [r["text"] for r in default] == [r["text"] for r in first]
     more = generate("more", [*prompts, {"id": "c", "prompt": "Water is", "max_tokens": 4}])
     assert len(built) == 1 and [r["cached"] for r in more] == [True, True, False]
