@@ -209,16 +209,3 @@ def parse_gpus(gpus: str | None) -> tuple[str, ...] | None:
     """``"0,1"`` → ("0", "1"); None or empty → None (every visible GPU)."""
     ids = tuple(g.strip() for g in str(gpus).split(",") if g.strip()) if gpus else ()
     return ids or None
-
-
-def torch_devices(device: str = "auto", workers: int = 1) -> list[str]:
-    """Devices for ``workers`` copies of a torch model (an embedder): ``auto`` is one per visible GPU (``cuda:i``,
-    up to ``workers``; all of them when ``workers`` is 0), else ``workers`` CPU processes; an explicit device
-    (``cpu``, ``cuda``, ``cuda:1``, ``mps``) is used by every copy."""
-    workers = int(workers)
-    if device != "auto":
-        return [device] * max(1, workers)
-    gpus = visible_gpus()
-    if gpus:  # torch numbers the visible GPUs 0…n-1 whatever their ids in CUDA_VISIBLE_DEVICES
-        return [f"cuda:{i}" for i in range(len(gpus) if workers < 1 else min(workers, len(gpus)))]
-    return ["cpu"] * max(1, workers)

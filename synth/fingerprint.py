@@ -16,24 +16,21 @@ from typing import Any
 
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace, so equal settings hash equally."""
-    return json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _dumps(plain_value(obj))
 
 
 def fingerprint(obj: Any, length: int = 16) -> str:
     """Hex digest of the canonical JSON of ``obj``."""
-    return digest(_plain(obj), length)
+    return digest(plain_value(obj), length)
 
 
 def digest(plain: Any, length: int = 16) -> str:
     """``fingerprint`` of a value already made plain (``plain_value``): the hot path of request-cache keys."""
-    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()[:length]
+    return hashlib.blake2b(_dumps(plain).encode(), digest_size=16).hexdigest()[:length]
 
 
-def plain_value(obj: Any) -> Any:
-    """``obj`` as the JSON a fingerprint hashes (dataclasses as dicts of their fingerprinted fields, tuples as
-    lists, sets sorted, whole floats as ints)."""
-    return _plain(obj)
+def _dumps(plain: Any) -> str:
+    return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def stable_id(*parts: Any) -> str:
@@ -41,15 +38,17 @@ def stable_id(*parts: Any) -> str:
     return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=10).hexdigest()
 
 
-def _plain(obj: Any) -> Any:
+def plain_value(obj: Any) -> Any:
+    """``obj`` as the JSON a fingerprint hashes (dataclasses as dicts of their fingerprinted fields, tuples as
+    lists, sets sorted, whole floats as ints)."""
     if is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj) if f.metadata.get("fingerprint", True)}
+        return {f.name: plain_value(getattr(obj, f.name)) for f in fields(obj) if f.metadata.get("fingerprint", True)}
     if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain_value(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain_value(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
-        return sorted(_plain(v) for v in obj)
+        return sorted(plain_value(v) for v in obj)
     if isinstance(obj, Path):
         raise TypeError(f"paths do not belong in a fingerprint; hash the file's content instead: {obj}")
     if isinstance(obj, float) and obj.is_integer():

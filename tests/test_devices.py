@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from synth.devices import DeviceError, assign, local_groups, torch_devices, visible_gpus
+from synth.devices import DeviceError, assign, local_groups
 from synth.stats import ShardStats
 
 
@@ -27,16 +27,6 @@ def test_replicas_and_tensor_parallel_share_out_the_visible_gpus():
     assert assign("auto", 1, []) == [[]] and assign(2, 1, []) == [[], []]  # no GPU: copies on the CPU
     with pytest.raises(DeviceError, match="tensor_parallel 2 needs 2 GPUs per copy; no GPU is visible"):
         assign("auto", 2, [])  # not a CPU copy that still asks vLLM for a tensor-parallel group
-
-
-def test_torch_devices_by_name_and_auto():
-    assert torch_devices("cuda:1", 2) == ["cuda:1", "cuda:1"] and torch_devices("cpu", 0) == ["cpu"]
-    gpus = visible_gpus()
-    if gpus:  # one copy per GPU, numbered as torch sees them
-        assert torch_devices("auto", 0) == [f"cuda:{i}" for i in range(len(gpus))]
-        assert torch_devices("auto", 1) == ["cuda:0"]
-    else:  # no GPU: CPU processes
-        assert torch_devices("auto", 1) == ["cpu"] and torch_devices("auto", 3) == ["cpu"] * 3
 
 
 @pytest.mark.requires("gpu", "minilm")

@@ -232,6 +232,7 @@ def test_embed_facts_follow_the_gpus_of_the_copy():
     assert Embed().facts(gpu) == {"backend": "torch", "precision": "float16"}
     assert Embed().facts([]) == {"backend": Embed().resolved_backend("cpu"), "precision": "float32"}
     assert Embed(device="cpu").facts(gpu)["precision"] == "float32"
+    assert (Embed()._device(gpu), Embed()._device([]), Embed(device="cpu")._device(gpu)) == ("cuda:0", "cpu", "cpu")
 
 
 # ----------------------------------------------------------------------------- batch-invariant kernels

@@ -276,7 +276,7 @@ class RayExecutor:
         if placement is None:
             return stage.facts([])
         ray = self._connect()
-        _, options, _ = self._plan(ray, stage, None)
+        _, options, _ = self._plan(ray, stage, placement, None)
         probe = ray.remote(max_retries=0)(_probe_facts).options(**options).remote(stage, os.getcwd())
         ready, _ = ray.wait([probe], timeout=self.start_timeout)
         if not ready:
@@ -288,13 +288,15 @@ class RayExecutor:
         except Exception as e:
             raise _failure(ray, e, stage, Task(-1, "the facts probe")) from None
 
-    def _plan(self, ray: Any, stage: Stage, shards: int | None) -> tuple[int, dict[str, Any], list[str]]:
-        return plan_actors(ray.nodes(), stage.placement() or Placement(0), stage.key, self.actors, shards)
+    def _plan(self, ray: Any, stage: Stage, placement: Placement,
+              shards: int | None) -> tuple[int, dict[str, Any], list[str]]:
+        return plan_actors(ray.nodes(), placement, stage.key, self.actors, shards)
 
     def run(self, stage: Stage, job: ShardJob, todo: list[Task], workers: int, done: Done) -> None:
         ray = self._connect()
-        if stage.placement() is not None:
-            self._run_actors(ray, stage, job, todo, done)
+        placement = stage.placement()
+        if placement is not None:
+            self._run_actors(ray, stage, placement, job, todo, done)
         else:
             self._run_tasks(ray, stage, job, todo, done)
 
@@ -321,9 +323,10 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
 
-    def _run_actors(self, ray: Any, stage: Stage, job: ShardJob, todo: list[Task], done: Done) -> None:
+    def _run_actors(self, ray: Any, stage: Stage, placement: Placement, job: ShardJob, todo: list[Task],
+                    done: Done) -> None:
         """Shards stream through a pool of engine actors: each takes the next shard as it finishes one."""
-        n, options, warnings = self._plan(ray, stage, len(todo))
+        n, options, warnings = self._plan(ray, stage, placement, len(todo))
         for line in warnings:
             console.print(line, style="yellow", markup=False, highlight=False, soft_wrap=True)
         actor_class = ray.remote(EngineActor).options(**options)

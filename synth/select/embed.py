@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from synth.devices import Gpu, Placement, parse_gpus, torch_devices
+from synth.devices import Gpu, Placement, local_gpus, parse_gpus
 from synth.errors import SynthError
 from synth.identity import identity
 from synth.runner import Stage
@@ -126,6 +126,7 @@ class Embed(Stage):
         return {"backend": backend, "precision": "float16" if half else "float32"}
 
     def _device(self, gpus: list[Gpu]) -> str:
+        """The device of a copy that sees ``gpus``: the one asked for, else its first GPU, else the CPU."""
         if self.device != "auto":
             return self.device
         return "cuda:0" if gpus else "cpu"
@@ -135,7 +136,7 @@ class Embed(Stage):
         (fp16), else the fastest one installed."""
         if self.backend != "auto":
             return self.backend
-        if (device or torch_devices(self.device, 1)[0]).startswith("cuda"):
+        if (device or self._device(local_gpus())).startswith("cuda"):
             return "torch"
         return next((b for b in CPU_PREFERENCE if not missing_packages(b)), "torch")
 
@@ -144,8 +145,8 @@ class Embed(Stage):
             import torch
 
             torch.set_num_threads(self.threads)
-        device = torch_devices(self.device, 1)[0]  # one copy per process: the executor makes the copies
-        facts = self.facts([Gpu(device)] if device.startswith("cuda") else [])
+        gpus = local_gpus()  # one copy per process: the executor makes the copies
+        device, facts = self._device(gpus), self.facts(gpus)
         # On a GPU: half precision (the stored embeddings are float16 anyway) and large batches.
         self._model, default_len = _cached_model(resolve_embedding_model(self.model), device,
                                                  facts["precision"] == "float16", facts["backend"])

@@ -101,7 +101,7 @@ class LLMStage(Stage):
         # Engine options are left out of the fingerprint (batch sizes, threads, GPU memory do not change rows),
         # except those that do, the list the request-cache key is made from too (synth.llm.base.OUTPUT_OPTIONS),
         # credentials in them redacted; the precision is resolved below.
-        facts = dict(self.named_facts())
+        facts = self.named_facts()
         changing = {**output_options(self.engine_options), **output_options(facts)}
         if changing:
             p["engine_options"] = changing
