@@ -31,11 +31,12 @@ $(MODELS): | $(STAMP)
 # Spanish: a real target-language run offline, where Debian's Apertium translates (stages 2 and 5) and SmolLM2
 # writes the English instructions and judges them; skipped, with how to install it, where Apertium is missing.
 demo: install
-	OMP_NUM_THREADS=2 $(BIN)/synth run --lang sw --input examples/corpus --out runs/sw-demo --fragments 8
-	OMP_NUM_THREADS=2 $(BIN)/synth run --lang en --input examples/corpus --out runs/en-demo --fragments 8
+	OMP_NUM_THREADS=2 $(BIN)/synth run --lang sw --input examples/corpus --out runs/sw-demo --fragments 8 --config examples/demo.toml
+	OMP_NUM_THREADS=2 $(BIN)/synth run --lang en --input examples/corpus --out runs/en-demo --fragments 8 --config examples/demo.toml
 	@if $(BIN)/python -c 'from synth.translate.apertium import mode_for; mode_for("eng", "spa"); mode_for("spa", "eng")' \
 	        2>/dev/null; then \
 	    OMP_NUM_THREADS=2 $(BIN)/synth run --lang es --input examples/corpus_es --out runs/es-demo --fragments 12 \
+	        --config examples/demo.toml \
 	        --translator apertium; \
 	else \
 	    echo "Spanish demo skipped: it needs Apertium with English-Spanish. On Debian or Ubuntu:"; \

@@ -78,11 +78,13 @@ def still_running(procs: dict[int, int], timeout: float) -> list[int]:
 
 def write_config(path: Path, cache: Path, engine_options: dict | None = None) -> None:
     """A run config that gives every stage calling a model this trial's own request cache, and the engine options
-    (``synth run`` takes them per section: ``engine_options``)."""
+    (``synth run`` takes them per section: ``engine_options``). The quality bar is off, as in the demo: the offline
+    judge scores nearly every pair 1, and a trial compares rows, so it needs rows to compare."""
     from synth.pipeline import PIPELINE
 
     extra = {"engine_options": engine_options} if engine_options else {}
-    path.write_text(tomli_w.dumps({s.section: {"cache": str(cache), **extra} for s in PIPELINE if s.uses_model}))
+    cfg = {s.section: {"cache": str(cache), **extra} for s in PIPELINE if s.uses_model}
+    path.write_text(tomli_w.dumps({**cfg, "select": {"min_quality": 0}}))
 
 
 def engine_options(pairs: list[str]) -> dict:

@@ -161,7 +161,7 @@ def child_select(data: str, impl: str, index: str, target: int | None, out: str 
         if impl == "naive":
             selected, info = naive_greedy(emb, quality, TAU), {}
         else:
-            settings = sel.SelectSettings(method="greedy", tau=TAU, index=index, target=target)
+            settings = sel.SelectSettings(min_quality=None, method="greedy", tau=TAU, index=index, target=target)
             codes, _, info = sel.select_arrays(emb, quality, settings)
             selected = codes == 0
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -289,6 +289,61 @@ def baseline_templated(
     console.print(f"[green]{result.rows:,} rows[/green] → {result.final}")
 
 
+@app.command("audit")
+def audit_cmd(
+    input: Path = typer.Argument(..., help="Instruction data: a JSONL, JSON or Parquet file or folder (messages, "
+                                 "ShareGPT, Alpaca or instruction/response rows), or a synth final/."),
+    lang: str = typer.Option(..., help="The data's language (es, sw, swh…), for rows that do not name theirs."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: audit.parquet, final/ (the kept rows), "
+                             "report.html."),
+    translator: str = typer.Option(None, help="'llm', 'seq2seq' (with --mt-model) or 'apertium': English for rows "
+                                   "that have none (relevance, the judge) and the instruction's round trip."),
+    mt_model: str = typer.Option(None, help="Seq2seq MT model (into English)."),
+    judge: bool = typer.Option(False, help="Also run the LLM judge (stage 4's) and drop rows below --min-quality."),
+    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
+    judge_model: str = typer.Option(None, help="A different model for the judge."),
+    min_quality: float = typer.Option(None, help="With --judge: the lowest judge score kept (default 3, as "
+                                      "selection)."),
+    min_relevance: str = typer.Option(None, help="'auto' (default: measured for the embedding model), 'off' or "
+                                      "a number."),
+    embed_model: str = typer.Option(None, help="sentence-transformers model for relevance and the round trip."),
+    relevance_model: str = typer.Option(None, help="A cross-encoder or reranker for relevance instead."),
+    config: Path = typer.Option(None, help=CONFIG_HELP + " Reads [score] (the judge), [backtranslate] (the "
+                                "translator) and [select] (min_quality, min_relevance)."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """synth's row checks on any instruction dataset: which rows pass, and why the others do not."""
+    from dataclasses import fields
+
+    from synth.audit import Audit, audit
+    from synth.pipeline import RunSettings
+
+    try:
+        run = RunSettings.load(config, {"engine": engine, "model": model}, {
+            "score": {"model": judge_model},
+            "backtranslate": {"translator": translator, "mt_model": mt_model},
+            "select": {"min_quality": min_quality, "min_relevance": min_relevance}})
+        translating: dict = {}
+        if run.sections.get("backtranslate", {}).get("translator"):  # as stage 5 would translate, into English
+            known = {f.name for f in fields(Audit)} - {"prompt", "lang"}
+            translating = {k: v for k, v in run.values(PIPELINE.section("backtranslate")).items() if k in known}
+        chosen = run.sections.get("select", {})
+        settings = {**translating, **({"embedder": embed_model} if embed_model else {}),
+                    **({"relevance_model": relevance_model} if relevance_model else {}),
+                    **({"min_relevance": chosen["min_relevance"]} if "min_relevance" in chosen else {})}
+        result = audit(input, out, lang, settings, judge=run.values(PIPELINE.section("score")) if judge else None,
+                       min_quality=chosen.get("min_quality", 3.0), progress=not quiet)
+    except (SynthError, ValueError, OSError) as e:
+        _fail(e)
+    from synth.report import console_summary
+
+    for line in console_summary(out):
+        console.print(line)
+    dropped = ", ".join(f"{reason} ({n:,})" for reason, n in result.reasons.items()) or "none"
+    console.print(f"[green bold]{result.kept:,} of {result.rows:,} rows kept[/green bold]; dropped: {dropped}")
+    console.print(f"{result.table}  {result.final}  report: {result.report}")
+
+
 @app.command("export")
 def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its last stage's output)."),

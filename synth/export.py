@@ -28,8 +28,8 @@ from synth.io import atomic_write_text
 from synth.runner import StageOutput
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-KEEP_COLUMNS = ["instruction_en", "response_en", "quality", "quality_expected", "quality_reason", "cluster",
-                "lid_score", "source", "source_id", "task_type"]
+KEEP_COLUMNS = ["instruction_en", "response_en", "quality", "quality_expected", "quality_reason", "relevance",
+                "cluster", "lid_score", "source", "source_id", "task_type"]
 FORMATS = ("parquet", "jsonl", "alpaca", "sharegpt")
 
 
@@ -238,7 +238,7 @@ def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[st
     pipeline that has a line in the card (each that calls a model, the LID of stage 1), the models and prompt
     versions in its manifest; and the funnel of stats.json."""
     from synth.pipeline import PIPELINE
-    from synth.report import diagnosis, funnel
+    from synth.report import diagnosis, funnel, stage_label, warnings
 
     rundir = Path(rundir)
     models: dict[str, str] = {}
@@ -253,7 +253,8 @@ def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[st
     stats_path = rundir / "stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     rows = funnel(stats)
-    return {"models": models, "funnel": rows, "diagnosis": diagnosis(rows), **(extra or {})}
+    return {"models": models, "funnel": rows, "diagnosis": diagnosis(rows),
+            "warnings": [(stage_label(stage), text) for stage, text in warnings(rows)], **(extra or {})}
 
 
 DESCRIPTION = ("Instruction-tuning pairs built from native text: every **response** is a human-written fragment in "
@@ -273,6 +274,7 @@ def dataset_card(summary: Summary, settings: ExportSettings, info: dict[str, Any
                             for f in funnel)
     models = "\n".join(f"- **{k}**: {v}" for k, v in info.get("models", {}).items())
     why = f"\n\n**Why no rows:** {info['diagnosis']}" if info.get("diagnosis") and not summary.rows else ""
+    why += "".join(f"\n\n**Warning ({stage}):** {text}" for stage, text in info.get("warnings", []))
     return f"""---
 configs:
   - config_name: default

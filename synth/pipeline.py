@@ -82,6 +82,9 @@ class StageSpec:
     made_by: str | None = None  # written by that stage's driver, never run on its own
     fallback: str | None = None  # what it reads when the stage in ``reads`` has not run in the run directory
     card: Callable[[dict[str, Any]], str] | None = None  # its line in the dataset card, from its manifest's params
+    # what its counters in stats.json say a user must know (a judge that cannot discriminate), or None; the console,
+    # report.html and the card show it
+    warn: Callable[[dict[str, Any]], str | None] | None = None
     flags: tuple[Flag, ...] = ()
 
     def __post_init__(self) -> None:
@@ -128,6 +131,13 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[StageSpec]:
         return iter(self.specs)
+
+    def section(self, name: str) -> StageSpec:
+        """The stage whose settings are the table ``[name]`` of run.toml (what commands outside the run take)."""
+        for s in self.specs:
+            if s.section == name and s.made_by is None:
+                return s
+        raise StageError(f"no stage reads [{name}] (sections: {', '.join(self.section_names)})")
 
     def register(self, spec: StageSpec, after: str | None = None) -> Pipeline:
         """A copy with ``spec`` after the stage ``after`` (default: at the end)."""
@@ -457,6 +467,12 @@ def _gate(values: dict[str, Any], scored: StageOutput) -> Any:
     return Fidelity(thresholds=FidelityThresholds(**values))
 
 
+def _min_relevance(text: str) -> Any:
+    from synth.select.relevance import parse_min_relevance
+
+    return parse_min_relevance(text)
+
+
 def _quota(text: str) -> Any:
     from synth.select.select import parse_lang_quota
 
@@ -470,6 +486,12 @@ def _lid_line(params: dict[str, Any]) -> str:
     line = f"LID {params.get('lid_model', '?')}, language {params.get('lang', '?')}"
     warning = weakness(params["lang"], params["lid_model"]) if "lang" in params and "lid_model" in params else None
     return f"{line}. Warning: {warning}" if warning else line
+
+
+def _judge_warning(counters: dict[str, Any]) -> str | None:
+    from synth.stages.score import judge_warning
+
+    return judge_warning(counters)
 
 
 def _decontaminate_line(params: dict[str, Any]) -> str:
@@ -514,7 +536,9 @@ RUN_FLAGS = (
 SELECT_FLAGS = (
     Flag("target", str, "Rows to keep (suffixes k, M), or all that pass.", parse=parse_count),
     Flag("keep", float, "Or: the fraction of rows to keep."),
-    Flag("min_quality", float, "Minimum judge score."),
+    Flag("min_quality", float, "Minimum judge score (default 3: rows the judge rates poor leave; 0 keeps all)."),
+    Flag("min_relevance", str, "Minimum instruction-response relevance: 'auto' (default: the threshold measured for "
+         "the embedding model), 'off', or a number.", parse=_min_relevance),
     Flag("method", str, "greedy (DEITA-style, default), dedup, kmeans or none."),
     Flag("tau", float, "Cosine similarity at which two instructions are too alike (default 0.9)."),
     Flag("clusters", int, "k-means clusters (kmeans method)."),
@@ -542,7 +566,7 @@ PIPELINE = Pipeline((
               flags=(Flag("task_types", str, "'row' (varied, picked per row) or 'model' (the model picks)."),
                      MAX_TOKENS),
               help="Stage 3: write the English instruction each response answers (instruction_en)."),
-    StageSpec("04_score", "synth.stages.score:Score", reads="03_instruct", uses_model=True,
+    StageSpec("04_score", "synth.stages.score:Score", reads="03_instruct", uses_model=True, warn=_judge_warning,
               flags=(Flag("logprobs", int, "Top-k logprobs for the expected score (0: off)."),),
               help="Stage 4a: an LLM judge rates each English pair 1-5 (quality, quality_reason)."),
     StageSpec("04_embed", "synth.select.embed:Embed", reads="04_score", command="select",
@@ -550,13 +574,17 @@ PIPELINE = Pipeline((
                           name="embed-model"),
                      Flag("backend", str, "Embedding backend: auto (default: torch on a GPU, on a CPU openvino "
                           "or onnx where their extras are installed, else torch), torch, onnx or openvino.",
-                          name="embed-backend"))),
+                          name="embed-backend"),
+                     Flag("relevance_model", str, "A cross-encoder or reranker (directory or hub name) for the "
+                          "instruction-response relevance, instead of the embedding model's cosine."))),
     StageSpec("04_select", "synth.select.select:Mark", reads="04_embed", build=_select,
               settings="synth.select.select:SelectSettings", top=("target",), flags=SELECT_FLAGS,
               help="Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."),
     StageSpec("05_backtranslate", "synth.stages.backtranslate:Backtranslate", reads="04_select",
               fallback="03_instruct", uses_model=True, top=("lang",),
-              flags=(TRANSLATOR, MT_MODEL, Flag("roundtrip", bool, "Round-trip similarity score.")),
+              flags=(TRANSLATOR, MT_MODEL, Flag("roundtrip", bool, "Round-trip similarity score."),
+                     Flag("qe_model", str, "Learned QE score bt_qe: a MetricX-24 model (directory or hub name; "
+                          "qe_tokenizer in run.toml) or, with unbabel-comet, CometKiwi.")),
               help="Stage 5: translate the instruction into the target language, scored and gated for fidelity."),
     StageSpec("05_fidelity", "synth.stages.backtranslate:Fidelity", reads="05_backtranslate", build=_gate,
               settings="synth.stages.backtranslate:FidelityThresholds", label="fidelity gate",

@@ -54,6 +54,7 @@ def funnel(stats: dict[str, Any]) -> list[dict[str, Any]]:
     for key, s in stats.get("stages", {}).items():
         top = ", ".join(f"{r} ({n:,})" for r, n in list(s.get("dropped", {}).items())[:3])
         out.append({"stage": key, "rows_in": s["rows_in"], "rows_out": s["rows_out"], "top_drop": top,
+                    "dropped": s.get("dropped", {}),
                     "by_lang": s.get("by_lang", {}), "counters": s.get("counters", {}),
                     "seconds": s.get("seconds", 0.0)})
     return out
@@ -188,6 +189,8 @@ def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path
     why = diagnosis(rows)
     if why is not None:
         parts.append(f"<p class='warn'><b>Why no rows:</b> {html.escape(why)}</p>")
+    for stage, text in warnings(rows):
+        parts.append(f"<p class='warn'><b>Warning ({html.escape(stage_label(stage))}):</b> {html.escape(text)}</p>")
     if rows:
         parts.append(f'<div class="plots"><figure>{_funnel_plot(rows)}</figure></div>')
         parts.append(_table(["stage", "rows in", "rows out", "kept %", "top drop reasons"], [
@@ -198,6 +201,10 @@ def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path
                      for r in rows for lang, v in r["by_lang"].items()]
         parts.append("<details><summary>per language</summary>"
                      + _table(["stage", "lang", "in", "out", "top drop reasons"], lang_rows) + "</details>")
+        reasons = [[r["stage"], reason, f"{n:,}"] for r in rows for reason, n in r["dropped"].items()]
+        if reasons:
+            parts.append("<details><summary>every drop reason</summary>"
+                         + _table(["stage", "reason", "rows"], reasons) + "</details>")
     plots = []
     if final is not None and final.rows:
         q = final.values("quality")
@@ -256,12 +263,24 @@ def console_summary(rundir: str | Path) -> list[Any]:
     for r in rows:
         table.add_row(r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", r["top_drop"])
     out: list[Any] = [table]
+    from rich.markup import escape
+
     why = diagnosis(rows)
     if why is not None:
-        from rich.markup import escape
-
         out.append(f"[yellow]{escape(why)}[/yellow]")
+    for stage, text in warnings(rows):
+        out.append(f"[yellow]Warning ({escape(stage_label(stage))}): {escape(text)}[/yellow]")
     return out
+
+
+def warnings(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(stage, text) for every stage whose ``warn`` finds something in its counters (a judge that cannot tell
+    pairs apart). The console, report.html and the dataset card all say the same."""
+    from synth.pipeline import PIPELINE
+
+    checks = {s.key: s.warn for s in PIPELINE if s.warn is not None}
+    found = [(r["stage"], checks[r["stage"]](r["counters"])) for r in rows if r["stage"] in checks]
+    return [(stage, text) for stage, text in found if text]
 
 
 TRANSLATORS_ADVICE = ("a seq2seq MT model (--translator seq2seq --mt-model facebook/nllb-200-distilled-600M), or, "

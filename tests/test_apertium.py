@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from offline_judge import NO_QUALITY_BAR
 
 from synth.extract import lid
 from synth.runner import TableSource, run_stage
@@ -63,7 +64,7 @@ def test_its_identity_is_the_pair_packages_not_the_llm():
 
 
 def test_a_run_names_only_its_own_pair(monkeypatch):
-    """``synth run --lang es`` gives the stage its language: installing another pair (here, Catalan's modes
+    """``synth run --lang es`` gives the stage its language: installing another pair (here, Occitan's modes
     appear) recomputes nothing of a Spanish run; a stage made without a language names every installed pair."""
     from synth.translate import apertium
 
@@ -71,12 +72,12 @@ def test_a_run_names_only_its_own_pair(monkeypatch):
     before = (spanish.fingerprint("x"), anything.fingerprint("x"))
     assert list(spanish.params()["apertium"]) == ["apertium-eng-spa"]
     real = apertium.modes()
-    monkeypatch.setattr(apertium, "modes", lambda: (*real, "eng-cat", "cat-eng"))
+    monkeypatch.setattr(apertium, "modes", lambda: (*real, "eng-oci", "oci-eng"))  # a pair no machine here has
     apertium.pair_versions.cache_clear()
     try:
         assert spanish.fingerprint("x") == before[0]
-        assert anything.fingerprint("x") != before[1] and "eng-cat" in anything.params()["apertium"]
-        assert set(Backtranslate(translator="apertium", lang="cat").params()["apertium"]) == {"eng-cat", "cat-eng"}
+        assert anything.fingerprint("x") != before[1] and "eng-oci" in anything.params()["apertium"]
+        assert set(Backtranslate(translator="apertium", lang="oci").params()["apertium"]) == {"eng-oci", "oci-eng"}
     finally:
         apertium.pair_versions.cache_clear()
 
@@ -127,7 +128,8 @@ def test_a_spanish_run_keeps_real_translated_rows_end_to_end(tmp_path):
     cache = {"cache": str(tmp_path / "requests.sqlite")}
     apertium = {**cache, "translator": "apertium"}
     result = synth.run(tmp_path / "run", lang="es", inputs=[str(ROOT / "examples" / "corpus_es")], fragments=8,
-                       progress=False, translate=apertium, backtranslate=apertium, instruct=cache, score=cache)
+                       progress=False, translate=apertium, backtranslate=apertium, instruct=cache, score=cache,
+                       select=NO_QUALITY_BAR)
     final = pq.read_table(result.final / "data")
     assert result.rows == final.num_rows > 0
     ident = lid.load_identifier(lid.resolve("auto", "spa"))

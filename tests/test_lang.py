@@ -27,6 +27,11 @@ from synth.select.select import CODE, SelectError, SelectSettings, parse_lang_qu
 EVAL = Path(__file__).resolve().parents[1] / "examples" / "lid_eval" / "udhr_paragraphs.jsonl"
 
 
+def any_quality(**kw) -> SelectSettings:
+    """Selection with no quality or relevance threshold: these tests are about ranking, diversity and quotas."""
+    return SelectSettings(min_quality=None, min_relevance=None, **kw)
+
+
 @pytest.mark.parametrize(
     "code, expected",
     [
@@ -123,7 +128,7 @@ def test_no_space_scripts_and_dense_languages():
 def test_per_lang_quota_matches_rows_under_any_spelling():
     """``--per-lang-quota sw=2`` caps the rows that hold ``swh`` (it used to match nothing)."""
     quota = parse_lang_quota("sw=2,yo_Latn=1")
-    settings = SelectSettings(method="none", per_lang_quota=quota)
+    settings = any_quality(method="none", per_lang_quota=quota)
     assert settings.per_lang_quota == {"swh": 2, "yor": 1}
     lang_names = ["swh", "yor", "hau"]
     lang = np.array([0, 0, 0, 0, 1, 1, 2, 2])
@@ -135,7 +140,7 @@ def test_per_lang_quota_matches_rows_under_any_spelling():
 
 def test_per_lang_quota_rejects_bad_and_clashing_codes():
     with pytest.raises(SelectError, match="--per-lang-quota: unknown language code 'xx'"):
-        SelectSettings(per_lang_quota={"xx": 3})
+        any_quality(per_lang_quota={"xx": 3})
     with pytest.raises(SelectError, match="swh two quotas"):
-        SelectSettings(per_lang_quota={"sw": 3, "swh": 4})
-    assert SelectSettings(per_lang_quota={"sw": 3, "swh": 3}).per_lang_quota == {"swh": 3}
+        any_quality(per_lang_quota={"sw": 3, "swh": 4})
+    assert any_quality(per_lang_quota={"sw": 3, "swh": 3}).per_lang_quota == {"swh": 3}

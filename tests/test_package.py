@@ -121,7 +121,7 @@ def test_the_wheel_runs_the_pipeline_from_another_directory(wheel, tmp_path):
     (cache / "models" / SMOLLM2).symlink_to(smollm2_dir())
     run = subprocess.run([str(script), "run", "--lang", "en", "--input", str(ROOT / "examples" / "corpus"),
                           "--out", str(tmp_path / "run"), "--fragments", "4", "--engine", "hf", "--model", "smollm2",
-                          "--quiet"], cwd=tmp_path, env={**env, "SYNTH_CACHE": str(cache)},
-                         capture_output=True, text=True)
+                          "--config", str(ROOT / "examples" / "demo.toml"), "--quiet"], cwd=tmp_path,
+                         env={**env, "SYNTH_CACHE": str(cache)}, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert pq.read_table(tmp_path / "run" / "final" / "data").num_rows > 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import tomli_w
+from offline_judge import NO_QUALITY_BAR
 from toy_stages import Words
 from typer.testing import CliRunner
 
@@ -89,7 +90,8 @@ def test_a_stage_added_by_one_line_runs_and_is_reported_everywhere(with_words, t
     config = tmp_path / "run.toml"
     config.write_text(tomli_w.dumps({
         "lang": "en", "input": [str(corpus)], "fragments": 4, "engine": "hf", "extract": {"txt_mode": "paragraphs"},
-        **{s.section: llm for s in with_words if s.uses_model}, "words": {"min_words": 60}}))
+        **{s.section: llm for s in with_words if s.uses_model}, "words": {"min_words": 60},
+        "select": NO_QUALITY_BAR}))
     rundir = tmp_path / "run"
     res = CliRunner().invoke(app, ["run", "--config", str(config), "--out", str(rundir), "--quiet"],
                              env={"COLUMNS": "200"})

@@ -46,6 +46,9 @@ def test_every_judgement_parses_into_a_score(tmp_path):
     assert stats["judged"] == len(PAIRS) and not any(k.startswith("judge_failed:") for k in stats)
     quality, expected = t.column("quality").to_pylist(), t.column("quality_expected").to_pylist()
     assert all(q in (1, 2, 3, 4, 5) for q in quality)
+    # the score histogram the degenerate-judge warning reads
+    assert {k: v for k, v in stats.items() if k.startswith("score_")} == {
+        f"score_{q:g}": quality.count(q) for q in set(quality)}
     assert all(isinstance(r, str) and r.strip() for r in t.column("quality_reason").to_pylist())
     # The expected score is read from the score token's log-probabilities: inside the scale, and it depends on
     # the pair judged (a judge that ignored its input would give one value for all four).
@@ -65,3 +68,33 @@ def test_truncated_judgements_are_parse_failures_not_scores(tmp_path):
     assert all(e is not None for e in errors)
     counted = {k: v for k, v in out.stats()["counters"].items() if k.startswith("judge_failed:")}
     assert sum(counted.values()) == len(PAIRS)
+
+
+def test_a_judge_that_cannot_tell_pairs_apart_is_named_with_what_to_do():
+    from synth.stages.score import judge_warning
+
+    warning = judge_warning({"judged": 60, "score_1": 59, "score_2": 1})
+    assert warning is not None and "59 of 60 pairs 1" in warning and "--judge-model" in warning
+    assert judge_warning({"score_4": 50, "score_5": 5}) is not None  # nine in ten on one score: no information
+    assert judge_warning({"score_1": 30, "score_3": 10, "score_4": 12, "score_5": 8}) is None  # it discriminates
+    assert judge_warning({"score_1": 5}) is None  # too few pairs to say
+
+
+def test_the_judge_warning_reaches_console_report_and_card(tmp_path):
+    """A run whose judge scored every pair 1: the console summary, report.html and the dataset card all warn."""
+    import json
+
+    from synth.export import ExportSettings, Summary, dataset_card, run_card
+    from synth.report import console_summary, write_report
+
+    stats = {"stages": {"04_score": {"rows_in": 12, "rows_out": 12, "dropped": {},
+                                     "counters": {"judged": 12, "score_1": 12}}}}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    console = " ".join(str(x) for x in console_summary(tmp_path))
+    assert "judge cannot tell pairs apart" in console and "12 of 12 pairs 1" in console
+    assert "judge cannot tell pairs apart" in write_report(tmp_path).read_text()
+    card = dataset_card(Summary(), ExportSettings(), run_card(tmp_path))
+    assert "**Warning (score):** the judge cannot tell pairs apart" in card
+    stats["stages"]["04_score"]["counters"] = {"judged": 12, "score_1": 4, "score_3": 4, "score_5": 4}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    assert "judge cannot" not in " ".join(str(x) for x in console_summary(tmp_path))

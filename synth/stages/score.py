@@ -26,6 +26,14 @@ SCHEMA = {
     "required": ["score", "reason"],
     "additionalProperties": False,
 }
+# A judge whose scores carry almost no information: at least MAX_ONE_SCORE of the pairs on one score, or a standard
+# deviation under MIN_SPREAD points. On bench/qc.py's English pairs (a third of them good) SmolLM2-135M scores 92 %
+# of them 1 and drops good and bad pairs alike at any bar (92 % and 93 %); a judge that knew the labels would
+# spread 1.8 points, and one whose scores stay within half a point moves no row across the bar of 3 that it should.
+# On fewer than MIN_JUDGED pairs nothing is said.
+MAX_ONE_SCORE = 0.9
+MIN_SPREAD = 0.5
+MIN_JUDGED = 8
 SCORE_COLUMNS = [("quality", pa.float32()), ("quality_expected", pa.float32()), ("quality_reason", pa.string()),
                  ("quality_raw", pa.string()), ("quality_error", pa.string())]
 
@@ -86,8 +94,28 @@ class Score(LLMStage):
             stats.count(f"judge_failed:{error}")
         else:
             stats.count("judged")
+            stats.count(f"score_{round(float(score))}")
         cols["quality"].append(float(score) if score is not None else None)
         cols["quality_expected"].append(expected_score(res.logprobs) if score is not None else None)
         cols["quality_reason"].append(res.parsed.get("reason") if score is not None else None)
         cols["quality_raw"].append(res.text)
         cols["quality_error"].append(error)
+
+
+def judge_warning(counters: dict[str, Any]) -> str | None:
+    """What to tell the user when the judge did not discriminate (from its stage's counters ``score_N``), or
+    None. Its scores then decide which rows ``min_quality`` keeps by noise: all, or none."""
+    counts = {int(k.split("_", 1)[1]): int(v) for k, v in counters.items()
+              if k.startswith("score_") and k.split("_", 1)[1].isdigit()}
+    n = sum(counts.values())
+    if n < MIN_JUDGED:
+        return None
+    top, top_n = max(counts.items(), key=lambda kv: (kv[1], -kv[0]))
+    mean = sum(k * v for k, v in counts.items()) / n
+    spread = math.sqrt(sum(v * (k - mean) ** 2 for k, v in counts.items()) / n)
+    if top_n / n < MAX_ONE_SCORE and spread >= MIN_SPREAD:
+        return None
+    return (f"the judge cannot tell pairs apart: it scored {top_n:,} of {n:,} pairs {top} (spread {spread:.2f} "
+            f"points), so the quality threshold (min_quality) keeps rows by chance. Judge with a stronger model "
+            f"(--judge-model, or [score] model in --config) and measure it first with bench/qc.py --judge-model; "
+            f"or set --min-quality 0 and rely on the relevance and fidelity checks.")
