@@ -8,6 +8,10 @@ times the whole stage (``run_stage``: process start and model load included), an
 stage the same way, so that pair compares like with like.
 
     .venv/bin/python bench/embed.py [--n 1024] [--only cpu|gpu] [--json out.json]
+    .venv/bin/python bench/embed.py --relevance [--n 512]   # what the relevance column costs the stage
+
+``--relevance`` times the stage on pairs (an instruction and a 300-700-character response, as stage 4 gets them)
+with ``relevance`` off and on, warmed, 3 alternating rounds, medians: the responses are encoded once more.
 """
 
 from __future__ import annotations
@@ -79,12 +83,50 @@ def run_whole(label: str, n: int, **options) -> dict:
     return {"backend": label, "sentences": n, "seconds": round(times[-1], 2), "per_s": round(n / times[-1], 1)}
 
 
+def relevance_cost(n: int, rounds: int = 3) -> None:
+    import statistics
+
+    import pyarrow as pa
+
+    from synth.select.embed import Embed
+    from synth.stats import ShardStats
+
+    answer = ("A river carries water from its source in the hills to the sea, and the towns along it grew up "
+              "around fords, mills and markets. ")
+    responses = [answer * (2 + i % 4) for i in range(n)]
+    batch = pa.table({"id": [str(i) for i in range(n)], "instruction_en": sentences(n), "response_en": responses})
+    stages = {on: Embed(device="cpu", workers=1, relevance=on) for on in (False, True)}
+    for stage in stages.values():
+        stage.setup()
+        stage.process(batch.slice(0, 64), ShardStats())  # warm-up
+    wall: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for on, stage in stages.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            stage.process(batch, ShardStats())
+            wall[on].append(time.perf_counter() - t0)
+            cpu[on].append(time.process_time() - c0)
+    print(f"\nembed stage on {n} pairs, {os.cpu_count()} CPUs, 1-min load {os.getloadavg()[0]:.2f}, "
+          f"medians of {rounds} alternating rounds")
+    print(f"{'relevance':10} {'wall s':>7} {'CPU s':>7} {'pairs/s':>9}")
+    for on in (False, True):
+        w, c = statistics.median(wall[on]), statistics.median(cpu[on])
+        print(f"{'on' if on else 'off':10} {w:7.2f} {c:7.2f} {n / w:9.1f}")
+    print(f"relevance on: {statistics.median(wall[True]) / statistics.median(wall[False]):.2f}x the wall time, "
+          f"{statistics.median(cpu[True]) / statistics.median(cpu[False]):.2f}x the CPU time")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--only", choices=["cpu", "gpu"], help="only the CPU rows, or only the GPU row")
+    ap.add_argument("--relevance", action="store_true", help="the cost of the relevance column (CPU)")
     args = ap.parse_args()
+    if args.relevance:
+        relevance_cost(args.n)
+        return
     from synth.devices import visible_gpus
 
     cores = os.cpu_count() or 1

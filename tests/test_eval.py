@@ -132,7 +132,7 @@ def test_pairwise_counts_a_win_only_when_both_orders_agree():
     model_answer = {it["response"] for it in ITEMS}
 
     def consistent(req):  # prefers the model's answer wherever it is shown
-        a = req.messages[-1]["content"].split("[Answer A]\n")[1].split("\n[End of answer A]")[0]
+        a = req.messages[-1]["content"].split("Answer A (data):\n<<<\n")[1].split("\n>>>")[0]
         return json.dumps({"winner": "A" if a in model_answer else "B"})
 
     wins = J.judge_pairwise(Scripted(consistent), ITEMS)

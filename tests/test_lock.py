@@ -68,14 +68,43 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path, capfd):
         os.killpg(proc.pid, signal.SIGKILL)  # the orphaned child
 
 
+TRY = textwrap.dedent("""
+    import sys
+    from synth.lock import RunLocked, acquire
+    try:
+        acquire(sys.argv[1])
+    except RunLocked as e:
+        print("refused:", e)
+    else:
+        print("locked")
+""")
+
+
+def another_process_gets(rundir) -> str:
+    """What another process gets when it tries to take the run's lock now: "locked", or "refused: <why>"."""
+    return subprocess.run([sys.executable, "-c", TRY, str(rundir)], capture_output=True, text=True, check=True,
+                          timeout=60).stdout.strip()
+
+
 def test_the_lock_is_reentrant_and_released(tmp_path):
+    """Taken twice by this process, the lock is held until the second release: the inner release (the runner's,
+    at the end of its stage) does not drop the outer hold, and the last release lets another process take it."""
+    mine = f"refused: {tmp_path} is in use by another synth process: pid {os.getpid()} on {socket.gethostname()}"
     acquire(tmp_path)
     with run_lock(tmp_path):
-        run_stage(Upper(), toy_source(), tmp_path, progress=False)  # the runner takes it again inside
+        out = run_stage(Upper(), toy_source(), tmp_path, progress=False)  # the runner takes it again inside
+        assert out.num_rows > 0
+        assert another_process_gets(tmp_path).startswith(mine)  # the stage's own release kept it
+    assert another_process_gets(tmp_path).startswith(mine)  # one hold left
     release(tmp_path)
-    proc = hold(tmp_path)  # fully released: another process gets it
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert another_process_gets(tmp_path) == "locked"  # fully released
+    proc = hold(tmp_path)  # and held by another process, this one is refused
+    try:
+        with pytest.raises(RunLocked, match=f"pid {proc.pid} "):
+            acquire(tmp_path)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _unfinish(out: StageOutput) -> None:

@@ -5,7 +5,7 @@ with it, the OpenAI-compatible engine sends it as ``response_format``). A reply 
 does not match the schema — typically cut off by ``max_tokens`` — is a *parse failure*, counted per language
 and never turned into a score. Engine failures (timeouts, server errors) are counted apart.
 
-Prompts: ``prompts/judge_facets.v1.toml`` and ``prompts/judge_pairwise.v1.toml``.
+Prompts: ``prompts/judge_facets.v2.toml`` and ``prompts/judge_pairwise.v2.toml``.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@ stage that holds a model on GPUs, one process per copy pinned to its GPUs.
 
 This process (the driver) never initialises CUDA: a stage whose copies use GPUs always runs them in spawned
 processes whose ``CUDA_VISIBLE_DEVICES`` is set before they import anything, one copy included (``--gpus 2,3``
-with one copy runs on 2 and 3, and the driver holds no context on GPU 0).
+with one copy runs on 2 and 3, and the driver holds no context on GPU 0). Every process of a pool dies the moment
+the driver dies, however it dies: each asks the kernel first thing (``synth.watchdog.die_with_parent``).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 from synth.devices import local_groups
 from synth.executors.base import Done
 from synth.runner import ShardJob, Stage, Task, run_task, run_tasks
+from synth.watchdog import die_with_parent
 
 _READY: dict[str, Stage] = {}  # in a worker process (which lives for one run_stage call): stages set up
 CHUNKS_PER_REPLICA = 4  # shards go to engine copies in this many runs each: balance, and few engine drains
@@ -33,6 +36,22 @@ def _ready(stage: Stage, job: ShardJob) -> Stage:
         stage.setup()
         _READY[job.fp] = stage
     return _READY[job.fp]
+
+
+def _pool(workers: int, initializer: Callable[..., None] | None = None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes (fork is unsafe once torch or tokenizers threads exist), each killed
+    by the kernel when this process dies. Its processes start in the thread that submits: use it from one thread
+    that outlives the pool (the kernel acts when that thread ends)."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"), initializer=_child_start,
+                               initargs=(os.getpid(), initializer, initargs))
+
+
+def _child_start(parent: int, initializer: Callable[..., None] | None, initargs: tuple) -> None:
+    """Pool initializer: die with the driver (before anything else: a copy that outlived it would hold its GPUs),
+    then the pool's own initializer."""
+    die_with_parent(parent)
+    if initializer is not None:
+        initializer(*initargs)
 
 
 def _pin(groups: Any, threads: int | None) -> None:
@@ -79,8 +98,7 @@ class LocalExecutor:
             finally:
                 stage.teardown()
         else:
-            ctx = mp.get_context("spawn")  # fork is unsafe once torch or tokenizers threads exist
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+            with _pool(min(workers, len(todo))) as pool:
                 _collect({pool.submit(_worker_task, stage, job, t): [t] for t in todo}, done)
 
     def _run_replicas(self, stage: Stage, job: ShardJob, todo: list[Task], groups: list[list[str]],
@@ -93,7 +111,7 @@ class LocalExecutor:
         threads = max(1, (os.cpu_count() or 1) // n) if n > 1 else None
         size = max(1, -(-len(todo) // (n * CHUNKS_PER_REPLICA)))
         runs = [todo[i:i + size] for i in range(0, len(todo), size)]
-        with ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_pin, initargs=(queue, threads)) as pool:
+        with _pool(n, _pin, (queue, threads)) as pool:
             _collect({pool.submit(_replica_tasks, stage, job, run): run for run in runs}, done, many=True)
 
     def close(self) -> None:

@@ -7,8 +7,10 @@ Models: fastText lid.176 (bundled, the default), heliport (GPLv3, opt-in extra),
 lid.176 or GlotLID/OpenLID-style labels (a path, or ``glotlid``/``openlid`` once ``synth models get`` fetched
 it), and two models that must agree (``heliport+lid176``). ``synth/data/lid_confusion.json``, measured by
 ``bench/lid_confusion.py`` on the UDHR in 500+ languages, holds each model's precision against every other
-language, its recall and its confusions: ``auto`` picks the most precise model that keeps at least 80% of the
-language, and ``weakness`` names the relatives a model mistakes for the target.
+language, its recall and its confusions on held-out text, the same measured on a second part that ``auto``
+chooses by (the most precise model that keeps at least 80% of the language), and each model's score threshold,
+chosen on that second part; ``weakness`` quotes the held-out numbers and names the relatives a model mistakes
+for the target.
 """
 
 from __future__ import annotations
@@ -244,21 +246,22 @@ def load_identifier(spec: str | Path | None = None) -> Identifier:
                      "'openlid' or the path of a fastText model")
 
 
-# Score cut-offs. heliport's margin-based score is near 0.5 for close calls, so it needs a higher cut than a
-# fastText probability: on the UDHR fragments (bench/lid_confusion.py) 0.9 gives the most languages with
-# precision >= 0.95 at recall >= 0.8 (116; 109 at 0.8, 114 at 0.95); lid176 gets 38 at 0.5 and 43 at 0.6, but
-# its macro precision (0.68) and recall (0.72) are best at 0.5.
-DEFAULT_THRESHOLD = {"lid176": 0.5, "heliport": 0.9}
+# Models synth knows by name; their score thresholds are chosen by bench/lid_confusion.py on part B of the UDHR
+# text (the best mean F1 over a model's languages: lid176 0.5; heliport 0.85, whose margin-based score is near 0.5
+# for close calls) and read from the table, so the threshold a run uses is the one the table was measured at.
+BUILTIN = ("lid176", "heliport")
 
 
 def default_threshold(spec: str) -> float:
     """The score cut-off of a model (a pair: its first model's, which scores it); 0.5 for a fastText file."""
-    return DEFAULT_THRESHOLD.get(spec.split(AGREE)[0], 0.5)
+    return confusion_table()["thresholds"].get(spec.split(AGREE)[0], 0.5)
 
 
 @cache
 def confusion_table() -> dict[str, Any]:
-    """Per model and language: precision, recall and confusions on UDHR fragments (``bench/lid_confusion.py``)."""
+    """Per model and language: precision, recall and confusions on held-out UDHR fragments (``models``: part C),
+    the precision and recall ``auto`` chooses by (``choice``: part B) and the thresholds chosen on part B
+    (``bench/lid_confusion.py``)."""
     return json.loads(files("synth").joinpath("data/lid_confusion.json").read_text(encoding="utf-8"))
 
 
@@ -267,9 +270,10 @@ def _labels() -> dict[str, frozenset[str]]:
     return {model: frozenset(labels) for model, labels in confusion_table()["labels"].items()}
 
 
-def measured(model: str, lang: str) -> dict[str, Any] | None:
-    """The table's row for ``model`` (a name or ``lid.identity``) on ``lang``; None when it was not measured."""
-    return confusion_table()["models"].get(model, {}).get(canonical(lang))
+def measured(model: str, lang: str, part: str = "models") -> dict[str, Any] | None:
+    """The table's row for ``model`` (a name or ``lid.identity``) on ``lang``: held-out numbers (``models``, what
+    warnings quote) or those models are chosen by (``choice``); None when it was not measured."""
+    return confusion_table()[part].get(model, {}).get(canonical(lang))
 
 
 def heliport_installed() -> bool:
@@ -298,12 +302,13 @@ def choose_from(models: dict[str, dict], labels: dict[str, Any], lang: str, cand
 
 
 def choose_model(lang: str) -> str:
-    """For ``auto``: the installed model ``choose_from`` picks for ``lang`` from the measured table.
+    """For ``auto``: the installed model ``choose_from`` picks for ``lang`` from the table's ``choice`` (part B:
+    text apart from the held-out numbers that warnings then quote).
 
     heliport is GPLv3, so it is never installed by synth itself; once a user installs the extra it (or heliport
     and lid176 agreeing) is used where it measured more precise.
     """
-    return choose_from(confusion_table()["models"], _labels(), canonical(lang), installed_models())
+    return choose_from(confusion_table()["choice"], _labels(), canonical(lang), installed_models())
 
 
 def resolve(spec: str, lang: str) -> str:
@@ -340,35 +345,45 @@ def weakness(lang: str, model: str) -> str | None:
         if (entry["recall"] or 0.0) < RECALL_MIN:
             issues.append(f"recognises only {entry['recall'] or 0.0:.0%} of {target} text")
         if entry["precision"] is not None and entry["precision"] < PRECISION_WARN:
-            others = ", ".join(f"{language_name(c)}: {rate:.0%}" for c, rate in entry["confused_with"])
+            others = ", ".join(f"{language_name(c)}: {f'{rate:.0%}' if rate >= 0.01 else '<1%'}"
+                               for c, rate in entry["confused_with"])
             issues.append(f"has a measured precision of {entry['precision']:.2f} for {target}: it keeps text in "
                           f"other languages as {name(lang)} (share of their fragments kept: {others})")
         if not issues:
             return None
         problem = " and ".join(issues)
     n = len(confusion_table()["languages"])
-    return f"LID model {model} {problem} (measured on the UDHR in {n} languages).{_way_out(lang, model)}"
+    return (f"LID model {model} {problem} (measured on held-out UDHR text in {n} languages)."
+            f"{_way_out(lang, model)}")
 
 
 def _way_out(lang: str, model: str) -> str:
-    """The advice that ends a warning: a better measured model, a more precise one that keeps less, and GlotLID
-    or OpenLID where no offline model reaches ``PRECISION_WARN`` at ``RECALL_MIN``."""
+    """The advice that ends a warning: a better model, or a more precise one that keeps less, where it is at
+    least as good on part B (``choice``) and better on the held-out part, whose numbers it quotes; GlotLID or
+    OpenLID where no offline model reached ``PRECISION_WARN`` at ``RECALL_MIN`` on the held-out part."""
 
-    def pr(m: str) -> tuple[float, float]:
-        entry = measured(m, lang) or {}
+    def pr(m: str, part: str = "models") -> tuple[float, float]:
+        entry = measured(m, lang, part) or {}
         return entry.get("precision") or 0.0, entry.get("recall") or 0.0
 
-    mine = pr(model)
+    def better(m: str, part: str, strict: bool) -> bool:
+        (p, r), (mp, mr) = pr(m, part), pr(model, part)
+        return r >= RECALL_MIN and (mr < RECALL_MIN or p > mp or (not strict and p == mp))
+
+    def sharper(m: str, part: str, strict: bool) -> bool:
+        (p, r), mp = pr(m, part), pr(model, part)[0]
+        return r > 0 and (p > mp or (not strict and p == mp))
+
     others = [m for m in ("lid176", "heliport", *PAIRS) if m != model]
     out = ""
-    better = [m for m in others if pr(m)[1] >= RECALL_MIN and (mine[1] < RECALL_MIN or pr(m)[0] > mine[0])]
-    sharper = [m for m in others if pr(m)[0] > mine[0] and pr(m)[1] > 0]
-    if better or sharper:
-        best = max(better or sharper, key=pr)
+    good = [m for m in others if better(m, "choice", False) and better(m, "models", True)]
+    sharp = [m for m in others if sharper(m, "choice", False) and sharper(m, "models", True)]
+    if good or sharp:
+        best = max(good or sharp, key=lambda m: (pr(m, "choice"), pr(m)))
         p, r = pr(best)
         how = "" if best in installed_models() else ", after pip install 'synth[heliport]'"
         out = (f" {best} measured precision {p:.2f} at recall {r:.2f} (--lid-model {best}{how})."
-               if better else f" {best} is more precise ({p:.2f}) but keeps only {r:.0%} (--lid-model {best}{how}).")
+               if good else f" {best} is more precise ({p:.2f}) but keeps only {r:.0%} (--lid-model {best}{how}).")
     if not any(p >= PRECISION_WARN and r >= RECALL_MIN for p, r in map(pr, [model, *others])):
         out += (f" No offline model here reaches precision {PRECISION_WARN} at recall {RECALL_MIN} for it: pass "
                 "GlotLID or OpenLID (`synth models get glotlid`, then --lid-model glotlid) or another fastText "
@@ -381,7 +396,7 @@ def identity(spec: str) -> str:
     identity (``glotlid``/``openlid`` resolve to their downloaded file)."""
     from synth.models import LID_DOWNLOADS, lid_model_path
 
-    if spec in DEFAULT_THRESHOLD:
+    if spec in BUILTIN:
         return spec
     if AGREE in spec:
         return AGREE.join(identity(part) for part in spec.split(AGREE))

@@ -8,8 +8,9 @@ caching reuses), queued one by one so a request vLLM rejects fails alone too, an
 JSON-schema and regex constraints use vLLM's structured outputs.
 
 ``import vllm`` happens when an engine is built, so importing synth never needs vLLM. vLLM starts worker
-processes (``synth.watchdog`` stops them if this process dies without closing the engine): a script that
-builds a ``VLLMEngine`` needs an ``if __name__ == "__main__":`` guard. On a CPU build, set
+processes, which die with this process however it dies (``synth.watchdog``: the kernel kills those started
+while the engine is built from the main thread; the watchdog, any left): a script that builds a ``VLLMEngine``
+needs an ``if __name__ == "__main__":`` guard. On a CPU build, set
 ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache) and ``VLLM_CPU_NUM_OF_RESERVED_CPU`` to suit the machine.
 """
 
@@ -28,7 +29,7 @@ from synth.llm.base import Engine, EngineOptionError, Request, Result, Sampling,
 from synth.llm.identity import model_identity
 from synth.llm.precision import canonical_dtype, check_loaded
 from synth.models import resolve_model
-from synth.watchdog import start_watchdog
+from synth.watchdog import children_die_with_me, start_watchdog
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class VLLMEngine(Engine):
         if cpu:
             _no_chunked_prefill_on_cpu(engine_kwargs)
         start_watchdog()  # the engine core is a process of its own: it must not outlive this one, however it dies
-        with _batch_invariant_env(batch_invariant):
+        with _batch_invariant_env(batch_invariant), children_die_with_me():
             self.llm = vllm.LLM(model=path, revision=revision, tensor_parallel_size=tensor_parallel_size,
                                 gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len,
                                 enforce_eager=enforce_eager, dtype=self.dtype, seed=seed, **engine_kwargs)
