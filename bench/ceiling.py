@@ -254,7 +254,8 @@ def _cpu_self() -> float:
 def measure_stage(spec: dict[str, Any]) -> dict[str, Any]:
     """The instruct stage over ``spec["n"]`` fragments against the server; what it cost this process."""
     from bench.stage_llm import fragments
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.stages.instruct import Instruct
 
     rows = fragments(spec["n"], seed=spec.get("seed", 0))

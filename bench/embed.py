@@ -69,7 +69,8 @@ def run_whole(label: str, n: int, **options) -> dict:
 
     import pyarrow as pa
 
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.select.embed import Embed
 
     batch = pa.table({"id": [str(i) for i in range(n)], "lang": ["en"] * n, "instruction_en": sentences(n)})

@@ -47,7 +47,7 @@ CHILD = PEAK + """
 import json, sys, time
 from pathlib import Path
 from synth.export import ExportSettings, export
-from synth.runner import StageOutput
+from synth.kernel import StageOutput
 out = StageOutput.open(sys.argv[1])
 t0 = time.perf_counter()
 export(out, sys.argv[2], ExportSettings(formats=("parquet", "jsonl", "alpaca", "sharegpt")))

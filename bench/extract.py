@@ -202,7 +202,7 @@ def _pipeline_done() -> dict[str, int]:
 
 
 def child_synth(args: argparse.Namespace) -> dict[str, Any]:
-    from synth.runner import StageOutput
+    from synth.kernel import StageOutput
     from synth.stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(lang=args.lang, lid_model=args.lid_model)

@@ -35,7 +35,8 @@ import pyarrow as pa  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from synth.devices import Placement, local_groups, physical_gpus  # noqa: E402
-from synth.runner import Stage, TableSource, run_stage  # noqa: E402
+from synth.kernel import Stage, TableSource  # noqa: E402
+from synth.runner import run_stage  # noqa: E402
 from synth.stats import ShardStats  # noqa: E402
 
 

@@ -32,7 +32,8 @@ QUESTIONS = ["What does this article of the declaration say?", "Explain this rig
 def main() -> None:
     import pyarrow as pa
 
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.stages.score import Score
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

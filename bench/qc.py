@@ -66,7 +66,8 @@ def audited(rows: list[dict[str, Any]], settings: dict[str, Any], tmp: Path) -> 
     import pyarrow as pa
 
     from synth.audit import INPUT_COLUMNS, Audit
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
 
     table = pa.table({name: pa.array([r.get(name if name != "fragment" else "response") if name not in
                                       ("source", "source_id", "input_error") else None for r in rows], typ)
@@ -83,7 +84,8 @@ def judged(rows: list[dict[str, Any]], engine: str | None, model: str, tmp: Path
     """The judge's score of each distinct English pair (a pair judged once for every language that has it)."""
     import pyarrow as pa
 
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.stages.score import Score
 
     pairs = sorted({(r["instruction_en"], r["response_en"]) for r in rows})

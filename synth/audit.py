@@ -33,20 +33,21 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth import checks as ck
+from synth.checks import CheckSettings
 from synth.errors import SynthError
 from synth.extract import lid, quality
+from synth.gate import Check, Gate
 from synth.identity import identity
 from synth.io import atomic_write_bytes
+from synth.kernel import Stage, TableSource
 from synth.lang import ENGLISH, canonical
-from synth.runner import Stage, TableSource, run_on, run_stage
+from synth.llm.stage import LLMStage
+from synth.runner import run_on, run_stage
 from synth.select import relevance as rel
 from synth.select.embed import load_model as load_embedder
 from synth.select.embed import resolve_embedding_model
-from synth.stages import checks as ck
 from synth.stages.backtranslate import FIDELITY_COLUMNS, FidelityThresholds, cosine, fidelity_reason, fidelity_scores
-from synth.stages.checks import CheckSettings
-from synth.stages.gate import Check, Gate
-from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 from synth.translate import TranslatorSettings, backend_fields, translate_all
 
@@ -428,8 +429,8 @@ def audit(input: str | Path, out: str | Path, lang: str, settings: dict[str, Any
           progress: bool = True) -> AuditResult:
     """Audit the pairs in ``input`` into ``out``: ``settings`` for ``Audit`` (translator, thresholds, models),
     ``judge`` (the ``Score`` stage's settings: engine, model…) to judge the pairs too, ``min_quality`` its bar."""
-    from synth.export import ExportSettings, export, run_card
-    from synth.report import write_report
+    from synth.export import ExportSettings, export
+    from synth.report import run_card, write_report
     from synth.stages.score import Score
 
     out = Path(out)

@@ -24,12 +24,13 @@ from typing import Any
 import pyarrow as pa
 
 from synth.errors import SynthError
-from synth.export import ExportSettings, export, model_line
+from synth.export import ExportSettings, export
 from synth.fingerprint import stable_id
+from synth.kernel import StageOutput, TableSource
 from synth.lang import canonical
 from synth.prompts import _ENV, prompts_dir
-from synth.report import funnel
-from synth.runner import StageOutput, TableSource, run_stage
+from synth.report import funnel, model_line
+from synth.runner import run_stage
 from synth.stats import ShardStats, count_langs, merge_shards, update_run_stats
 
 
@@ -115,7 +116,7 @@ def translated(inputs: list[str], out: str | Path, lang: str, settings: dict[str
 
     ``settings`` are stage 5's (translator, mt_model, engine, model…); ``response_settings`` go over them for the
     responses (default: the ``translate_from_en`` prompt and 1,024 tokens, as answers are longer)."""
-    from synth.stages.llm_stage import with_cache
+    from synth.llm.stage import with_cache
 
     out, lang = Path(out), canonical(lang)
     english, skipped = read_ift(inputs, limit)

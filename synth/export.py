@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from synth import __version__
 from synth.errors import SynthError
 from synth.io import atomic_write_text
-from synth.runner import StageOutput
+from synth.kernel import StageOutput
+from synth.version import __version__
 
 MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 KEEP_COLUMNS = ["instruction_en", "response_en", "quality", "quality_expected", "quality_reason", "relevance",
@@ -221,40 +221,6 @@ output_dir: ./outputs/{settings.name}
         "columns": {"messages": "messages"},
         "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
     }}, indent=2) + "\n")
-
-
-def model_line(params: dict[str, Any]) -> str:
-    """How the card names the model of a stage that calls one: engine and model (or the MT model), prompts."""
-    if "apertium" in params:
-        return "apertium " + ", ".join(f"{k} {v}" for k, v in params["apertium"].items())
-    model = params.get("mt_model") or f"{params.get('engine', '')} {params.get('model', '')}".strip()
-    prompts = [f"{v['prompt']}.v{v['version']}" for v in params.values()
-               if isinstance(v, dict) and "prompt" in v and "version" in v]
-    return model + (f" (prompts: {', '.join(prompts)})" if prompts else "")
-
-
-def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What the dataset card says about how a run was made, read from the run itself: for every stage of the
-    pipeline that has a line in the card (each that calls a model, the LID of stage 1), the models and prompt
-    versions in its manifest; and the funnel of stats.json."""
-    from synth.pipeline import PIPELINE
-    from synth.report import diagnosis, funnel, stage_label, warnings
-
-    rundir = Path(rundir)
-    models: dict[str, str] = {}
-    for spec in PIPELINE:
-        line = spec.card or (model_line if spec.uses_model else None)
-        if line is None:
-            continue
-        try:
-            models[spec.label] = line(StageOutput.current(rundir, spec.key).manifest.get("params", {}))
-        except SynthError:
-            continue
-    stats_path = rundir / "stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    rows = funnel(stats)
-    return {"models": models, "funnel": rows, "diagnosis": diagnosis(rows),
-            "warnings": [(stage_label(stage), text) for stage, text in warnings(rows)], **(extra or {})}
 
 
 DESCRIPTION = ("Instruction-tuning pairs built from native text: every **response** is a human-written fragment in "

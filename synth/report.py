@@ -1,7 +1,8 @@
-"""The run report: one self-contained HTML file (inline SVG plots), and a short console summary.
+"""The run report: one self-contained HTML file (inline SVG plots), a short console summary, and what the dataset
+card says about how the run was made (``run_card``: models, prompts, funnel, warnings).
 
-Everything comes from ``stats.json`` and the final rows (read batch by batch: ``FinalSummary``), so the report
-can be rebuilt at any time.
+Everything comes from ``stats.json``, the stages' manifests and the final rows (read batch by batch:
+``FinalSummary``), so the report can be rebuilt at any time.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from synth import pipeline  # its PIPELINE read at each use: register() replaces it
+from synth.errors import SynthError
 from synth.io import atomic_write_text
+from synth.kernel import StageOutput
 from synth.stats import kept_label
 
 
 def stage_label(key: str) -> str:
     """A stage's label in the plots, from the pipeline's registry (the key itself for a stage it lacks)."""
-    from synth.pipeline import PIPELINE
-
-    return next((s.label for s in PIPELINE if s.key == key), key)
+    return next((s.label for s in pipeline.PIPELINE if s.key == key), key)
 
 
 def _svg(fig: Any) -> str:
@@ -179,7 +181,6 @@ def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path
     parts = [f"<h1>{html.escape(title or f'synth run: {rundir.name}')}</h1>"]
     if final is not None:
         parts.append(f"<p><b>{final.rows:,}</b> rows exported ({', '.join(sorted(final.langs)) or 'none'}).</p>")
-    from synth.export import run_card  # the card's lines: models, and the LID with its measured weakness
 
     made = run_card(rundir)["models"]
     if made:
@@ -276,9 +277,7 @@ def console_summary(rundir: str | Path) -> list[Any]:
 def warnings(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """(stage, text) for every stage whose ``warn`` finds something in its counters (a judge that cannot tell
     pairs apart). The console, report.html and the dataset card all say the same."""
-    from synth.pipeline import PIPELINE
-
-    checks = {s.key: s.warn for s in PIPELINE if s.warn is not None}
+    checks = {s.key: s.warn for s in pipeline.PIPELINE if s.warn is not None}
     found = [(r["stage"], checks[r["stage"]](r["counters"])) for r in rows if r["stage"] in checks]
     return [(stage, text) for stage, text in found if text]
 
@@ -290,18 +289,14 @@ TRANSLATORS_ADVICE = ("a seq2seq MT model (--translator seq2seq --mt-model faceb
 
 def _translation_stages() -> set[str]:
     """The stages that translate (they take --translator) and those that gate their output."""
-    from synth.pipeline import PIPELINE
-
-    keys = {s.key for s in PIPELINE if any(f.field == "translator" for f in s.flags)}
-    return keys | {s.key for s in PIPELINE if s.reads in keys and not s.uses_model}
+    keys = {s.key for s in pipeline.PIPELINE if any(f.field == "translator" for f in s.flags)}
+    return keys | {s.key for s in pipeline.PIPELINE if s.reads in keys and not s.uses_model}
 
 
 def _corpus_stages() -> set[str]:
     """The stages that turn corpora into fragments: every stage before the first that calls a model."""
-    from synth.pipeline import PIPELINE
-
     keys: set[str] = set()
-    for s in PIPELINE:
+    for s in pipeline.PIPELINE:
         if s.uses_model:
             break
         keys.add(s.key)
@@ -326,3 +321,34 @@ def diagnosis(rows: list[dict[str, Any]]) -> str | None:
                 f"per stage in --config).")
     return (f"{where} Give the LLM stages a stronger model (--model, or per stage in --config), or relax this "
             f"stage's thresholds in --config.")
+
+
+def model_line(params: dict[str, Any]) -> str:
+    """How the card names the model of a stage that calls one: engine and model (or the MT model), prompts."""
+    if "apertium" in params:
+        return "apertium " + ", ".join(f"{k} {v}" for k, v in params["apertium"].items())
+    model = params.get("mt_model") or f"{params.get('engine', '')} {params.get('model', '')}".strip()
+    prompts = [f"{v['prompt']}.v{v['version']}" for v in params.values()
+               if isinstance(v, dict) and "prompt" in v and "version" in v]
+    return model + (f" (prompts: {', '.join(prompts)})" if prompts else "")
+
+
+def run_card(rundir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the dataset card says about how a run was made, read from the run itself: for every stage of the
+    pipeline that has a line in the card (each that calls a model, the LID of stage 1), the models and prompt
+    versions in its manifest; and the funnel of stats.json."""
+    rundir = Path(rundir)
+    models: dict[str, str] = {}
+    for spec in pipeline.PIPELINE:
+        line = spec.card or (model_line if spec.uses_model else None)
+        if line is None:
+            continue
+        try:
+            models[spec.label] = line(StageOutput.current(rundir, spec.key).manifest.get("params", {}))
+        except SynthError:
+            continue
+    stats_path = rundir / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
+    rows = funnel(stats)
+    return {"models": models, "funnel": rows, "diagnosis": diagnosis(rows),
+            "warnings": [(stage_label(stage), text) for stage, text in warnings(rows)], **(extra or {})}

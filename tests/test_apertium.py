@@ -11,7 +11,8 @@ import pytest
 from offline_judge import NO_QUALITY_BAR
 
 from synth.extract import lid
-from synth.runner import TableSource, run_stage
+from synth.kernel import TableSource
+from synth.runner import run_stage
 from synth.stages.backtranslate import Backtranslate, Fidelity
 from synth.stages.translate import Translate
 from synth.translate import Translator
@@ -83,7 +84,8 @@ def test_a_run_names_only_its_own_pair(monkeypatch):
 
 
 def test_the_run_gives_the_translating_stages_its_language():
-    from synth.pipeline import PIPELINE, RunSettings
+    from synth.orchestrate import RunSettings
+    from synth.pipeline import PIPELINE
 
     settings = RunSettings.from_dict({"lang": "es", "translate": {"translator": "apertium"}})
     assert settings.values(PIPELINE["02_translate"])["lang"] == "spa"
@@ -123,7 +125,7 @@ def test_a_spanish_run_keeps_real_translated_rows_end_to_end(tmp_path):
     English instructions and judges them. Rows reach final/ with native Spanish responses that synth's own LID
     calls Spanish and back-translated instructions that passed the fidelity gate."""
     import synth
-    from synth.runner import StageOutput
+    from synth.kernel import StageOutput
 
     cache = {"cache": str(tmp_path / "requests.sqlite")}
     apertium = {**cache, "translator": "apertium"}

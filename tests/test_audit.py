@@ -16,11 +16,13 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.audit import audit, pair_of, read_pairs
+from synth.checks import looks_truncated
 from synth.cli import app
-from synth.runner import TableSource, run_stage
+from synth.fidelity import entities_kept
+from synth.kernel import TableSource
+from synth.runner import run_stage
 from synth.select import Embed, SelectSettings, select
 from synth.select.relevance import calibrated_threshold, parse_min_relevance
-from synth.stages.checks import entities_kept, looks_truncated
 
 SUBSET = Path(__file__).parent / "data" / "qc_subset.jsonl"
 

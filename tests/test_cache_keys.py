@@ -1,5 +1,5 @@
 """The request-cache key and the stage fingerprint name an engine's answers from ONE list of output-changing
-options (synth.llm.base.OUTPUT_OPTIONS): an option changes both or neither, so an fp8 run is never served
+options (synth.llm.request.OUTPUT_OPTIONS): an option changes both or neither, so an fp8 run is never served
 answers cached from a bf16 one. Engines are not loaded: the cache builds them only on a miss."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from synth.llm import Request, load_engine
-from synth.llm.base import OUTPUT_OPTIONS
+from synth.llm.request import OUTPUT_OPTIONS
 from synth.stages.score import Score
 
 REQUEST = Request("q", messages=[{"role": "user", "content": "What is the capital of France?"}])
@@ -64,7 +64,7 @@ def test_the_fast_request_key_is_the_fingerprint_of_the_payload():
     """``Request.cache_key`` skips the general walk for plain chat messages (the hot path of every stream): it
     must give exactly the key of the whole payload's fingerprint, or every cached answer would be paid again."""
     from synth.fingerprint import fingerprint
-    from synth.llm.base import Request, Sampling
+    from synth.llm.request import Request, Sampling
 
     requests = [
         Request("a", messages=[{"role": "user", "content": "hé 1.0"}],

@@ -13,8 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
-from synth.pipeline import RunSettings, export_run
-from synth.runner import StageOutput, TableSource, run_stage
+from synth.kernel import StageOutput, TableSource
+from synth.orchestrate import RunSettings, export_run
+from synth.runner import run_stage
 from synth.stages.decontaminate import (
     CONTAMINATED,
     Decontaminate,
@@ -118,7 +119,7 @@ def test_synth_extract_decontaminates_and_the_card_and_report_say_so(tmp_path):
     assert removed >= 3 and stats["01_decontaminate"]["rows_in"] == stats["01_extract"]["rows_out"]
     kept = StageOutput.current(rundir, "01_decontaminate").read().column("fragment").to_pylist()
     assert not any(q[:80] in k for q in EVAL for k in kept)
-    from synth.export import run_card
+    from synth.report import run_card
 
     line = run_card(rundir)["models"]["decontaminate"]
     assert "eval.jsonl" in line and "8-word" in line

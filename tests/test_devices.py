@@ -45,7 +45,8 @@ def test_embed_runs_on_the_gpu_in_half_precision():
 def test_embed_copies_give_the_embeddings_of_one_process(tmp_path):
     """``workers=2`` on a CPU: two copies, each a process of its own made by the executor (the embedder no longer
     starts a pool of its own), with the embeddings of one process."""
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.select.embed import Embed
 
     texts = [f"Explain point {i} of the declaration in simple words." for i in range(40)] + [""]

@@ -15,7 +15,8 @@ from synth.eval import judge as J
 from synth.eval import metrics as M
 from synth.eval.report import colour, render_html
 from synth.extract.lid import load_identifier
-from synth.llm.base import Engine, Request, Result, finish
+from synth.llm.base import Engine
+from synth.llm.request import Request, Result, finish
 from synth.text import clauses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,13 +170,112 @@ def test_report_heatmap_is_self_contained():
     assert colour(None, "lang_correct") == "#eeeeee"
 
 
+
+# ------------------------------------------------------------------------------------------------ recomputed
+
+
+def recomputed_table(out_dir: Path) -> dict[str, dict[str, float]]:
+    """The language table recomputed from the saved per-item predictions (``items.jsonl``) by the metric
+    functions alone, with the LID model ``results.json`` says each language used; also checks that each saved
+    item's own language verdict is what its saved output gives."""
+    results = json.loads((out_dir / "results.json").read_text())
+    items = [json.loads(x) for x in (out_dir / "items.jsonl").read_text().splitlines()]
+    table: dict[str, dict[str, float]] = {}
+    by_lang: dict[str, list[M.LangCheck]] = {}
+    for it in (i for i in items if i["task"] == "response_lang"):
+        ident = load_identifier(results["meta"]["lid_models"][it["lang"]])
+        chk = M.check_language(it["output"], it["lang"], ident.predict)
+        assert (chk.correct, chk.code_switch, chk.predicted) == (it["correct"], it["code_switch"], it["lid"]), it
+        by_lang.setdefault(it["lang"], []).append(chk)
+    for lang, checks in by_lang.items():
+        table.setdefault(lang, {}).update(lang_correct=sum(c.correct for c in checks) / len(checks),
+                                          code_switch=sum(c.code_switch for c in checks) / len(checks))
+    sums: dict[str, tuple[list[str], list[str]]] = {}
+    for it in (i for i in items if i["task"] == "summarization"):
+        sums.setdefault(it["lang"], ([], []))[0].append(it["output"])
+        sums[it["lang"]][1].append(it["reference"])
+    for lang, (preds, refs) in sums.items():
+        table.setdefault(lang, {}).update(M.rouge(preds, refs))
+    pairs: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for it in (i for i in items if i["task"] == "translation"):
+        pairs.setdefault((it["src_lang"], it["tgt_lang"]), ([], []))[0].append(it["output"])
+        pairs[(it["src_lang"], it["tgt_lang"])][1].append(it["reference"])
+    into: dict[str, list[float]] = {}
+    for (src, tgt), (hyps, refs) in pairs.items():
+        chrf = M.chrf_pp(hyps, refs)
+        assert results["details"]["translation"][f"{src}-{tgt}"]["chrf"] == pytest.approx(chrf)
+        into.setdefault(tgt, []).append(chrf)
+    for lang, scores in into.items():
+        table.setdefault(lang, {})["chrf_into"] = sum(scores) / len(scores)
+    return table
+
+
+def assert_table_recomputes(out_dir: Path) -> dict[str, dict[str, float]]:
+    """Every value of ``table.json`` that ``recomputed_table`` recomputes is the recomputed value."""
+    rows = json.loads((out_dir / "table.json").read_text())["rows"]
+    again = recomputed_table(out_dir)
+    assert again and set(again) <= set(rows)
+    for lang, metrics in again.items():
+        for name, value in metrics.items():
+            assert rows[lang][name] == pytest.approx(value), (lang, name)
+    return rows
+
+
+class Oracle(Engine):
+    """Answers every evaluation request with its reference (the translation's ``tgt``, the summary) or, for a
+    prompt, with the prompt itself (text in the prompt's language); ``wrong`` answers everything with one English
+    sentence instead."""
+
+    name = "oracle"
+    model_key = "oracle"
+
+    def __init__(self, wrong: bool = False) -> None:
+        self.wrong = wrong
+        self.answers = {f"prompt:{r['id']}": r["prompt"] for r in load_jsonl(EXAMPLES / "prompts.jsonl")}
+        self.answers |= {f"sum:{r['id']}": r["summary"] for r in load_jsonl(EXAMPLES / "summarization.jsonl")}
+        self.answers |= {f"mt:{r['id']}": r["tgt"] for r in load_jsonl(EXAMPLES / "translation.jsonl")}
+
+    def generate(self, requests: list[Request]) -> list[Result]:
+        return [finish(r, WRONG if self.wrong else self.answers[r.id], "stop", time.perf_counter())
+                for r in requests]
+
+
+WRONG = "The weather was cold and grey for most of the week, so we stayed at home and read books."
+
+
+def test_references_score_full_marks_and_a_wrong_answer_scores_lower(tmp_path):
+    """The metrics through ``evaluate``, where their values are fixed by arithmetic: the references as
+    predictions give chrF++ = BLEU = ROUGE = 100, and text in the prompt's language gives lang_correct = 1; one
+    English sentence for everything scores lower on every metric and 0 on language in Swahili and French. Both
+    tables also recompute from the saved predictions."""
+    kw = {"tasks": ["response_lang", "summarization", "translation"], "langs": ["swh", "fra"],
+          "data_dir": EXAMPLES, "limit": 2}
+    right = evaluate("oracle", engine=Oracle(), out_dir=tmp_path / "right", **kw)
+    wrong = evaluate("oracle", engine=Oracle(wrong=True), out_dir=tmp_path / "wrong", **kw)
+    good, bad = assert_table_recomputes(tmp_path / "right"), assert_table_recomputes(tmp_path / "wrong")
+    assert set(good) == set(bad) == {"eng", "fra", "swh"}
+    for lang in ("swh", "fra"):
+        assert good[lang]["lang_correct"] == 1.0 and good[lang]["code_switch"] == 0.0
+        assert bad[lang]["lang_correct"] == 0.0
+    for lang in ("swh", "fra", "eng"):  # into each: eng->swh, eng->fra, swh->eng
+        assert good[lang]["chrf_into"] == pytest.approx(100.0) and good[lang]["bleu_into"] == pytest.approx(100.0)
+        assert bad[lang]["chrf_into"] < 30 and bad[lang]["bleu_into"] < 10
+    for t in M.ROUGE_TYPES:
+        assert good["fra"][t] == pytest.approx(100.0) and bad["fra"][t] < 30
+    assert right["counts"]["swh"]["response_lang"] == 2 and right["counts"]["fra"]["summarization"] == 2
+    assert wrong["counts"] == right["counts"]  # the same items, scored differently
+
+
 # ------------------------------------------------------------------------------------------------ with the model
 
 
 @pytest.fixture(scope="module")
 def engine():
+    from required import require
+
     from synth.llm import load_engine
 
+    require("smollm2")
     eng = load_engine("hf", "smollm2")
     yield eng
     eng.close()
@@ -223,6 +323,7 @@ def test_evaluate_writes_the_language_table(engine, tmp_path):
     for lang in ("swh", "fra", "eng"):
         assert 0.0 <= table["rows"][lang]["lang_correct"] <= 1.0
         assert "code_switch" in table["rows"][lang] and "chrf_into" in table["rows"][lang]
+    assert_table_recomputes(tmp_path)  # the numbers are those of the saved outputs, not only in range
     assert "rouge1" in table["rows"]["fra"] and "mc_acc" in table["rows"]["eng"]
     assert res["meta"]["bleu"]["tokenizers"]  # which BLEU tokenizer was used is recorded
     page = (tmp_path / "report.html").read_text()

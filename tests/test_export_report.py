@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from synth.export import FORMATS, ExportError, ExportSettings, export, final_batches
+from synth.kernel import Stage, TableSource
 from synth.plan import GPU_PROFILES, plan
 from synth.report import write_report
-from synth.runner import Stage, TableSource, run_stage
+from synth.runner import run_stage
 from synth.stats import ShardStats, update_run_stats
 
 SW = [p for p in Path("examples/corpus/sw/udhr_swahili.txt").read_text(encoding="utf-8").split("\n\n")
@@ -256,8 +257,7 @@ def test_plan_counts_seq2seq_translation_tokens(tmp_path):
 
 
 def test_a_run_that_keeps_nothing_says_why_in_console_report_and_card(tmp_path):
-    from synth.export import run_card
-    from synth.report import console_summary, diagnosis, funnel
+    from synth.report import console_summary, diagnosis, funnel, run_card
 
     def stage(rows_in, rows_out, dropped):
         return {"rows_in": rows_in, "rows_out": rows_out, "dropped": dropped, "counters": {},
@@ -302,3 +302,114 @@ def test_a_stage_that_splits_its_input_is_not_shown_keeping_thousands_of_percent
 
     assert kept_label(100, 3500) == "split ×35.0"
     assert kept_label(100, 42) == "42.0" and kept_label(0, 0) == "-" and kept_label(7, 7) == "100.0"
+
+
+class HubStandIn:
+    """A stand-in for the Hugging Face Hub's HTTP API on 127.0.0.1, for ``huggingface_hub`` pointed at it: it
+    answers the calls an upload of small files makes (create the repo, validate the card's YAML, ask the upload
+    mode of each file, which it says is "regular", then the commit, whose ndjson carries every file base64-encoded)
+    and records each call. Any other call gets a 404, so a new call the client makes shows up as a failure."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.calls: list[tuple[str, str, dict[str, str], bytes, int]] = []  # method, path, headers, body, status
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                self._answer(b"")
+
+            def do_HEAD(self) -> None:
+                self._answer(b"")
+
+            def do_POST(self) -> None:
+                self._answer(self.rfile.read(int(self.headers.get("content-length") or 0)))
+
+            def _answer(self, body: bytes) -> None:
+                status, reply = hub.reply(self.command, self.path.split("?")[0], body)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                hub.calls.append((self.command, self.path, headers, body, status))
+                data = json.dumps(reply).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def reply(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
+        if method == "POST" and path == "/api/repos/create":
+            req = json.loads(body)
+            return 200, {"url": f"{self.url}/datasets/{req['organization']}/{req['name']}"}
+        if method == "POST" and path == "/api/validate-yaml":
+            return 200, {"errors": [], "warnings": []}
+        if method == "POST" and path.startswith("/api/datasets/") and "/preupload/" in path:
+            files = json.loads(body)["files"]
+            return 200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                   for f in files]}
+        if method == "POST" and path.startswith("/api/datasets/") and "/commit/" in path:
+            repo = path.removeprefix("/api/datasets/").split("/commit/")[0]
+            return 200, {"commitUrl": f"{self.url}/datasets/{repo}/commit/{'1' * 40}", "commitOid": "1" * 40}
+        return 404, {"error": f"the stand-in hub does not answer {method} {path}"}
+
+    def posted(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(headers, body) for method, p, headers, body, _ in self.calls if method == "POST" and p == path]
+
+    def __enter__(self) -> "HubStandIn":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.requires("datasets")
+def test_push_to_hub_uploads_every_file_of_the_folder_and_its_card(tmp_path, monkeypatch):
+    """push_to_hub through its upload path, against a real HTTP stand-in for the Hub (``HubStandIn``: a tiny
+    http.server on 127.0.0.1 that huggingface_hub talks to, its endpoint set as HF_ENDPOINT would): the repo is
+    created as a private dataset under its name, and the one commit carries exactly the files of ``final/``,
+    byte for byte at their paths in the folder, the card README.md among them (also sent for YAML validation)."""
+    import base64
+
+    import huggingface_hub.constants
+
+    from synth.export import push_to_hub
+
+    final = export(_final_rows(), tmp_path, ExportSettings(formats=("parquet", "jsonl"), rows_per_shard=5))
+    local = {p.relative_to(final).as_posix(): p.read_bytes() for p in final.rglob("*") if p.is_file()}
+    assert "README.md" in local and sum(k.startswith("data/") and k.endswith(".parquet") for k in local) == 3
+    with HubStandIn() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)  # read once, at import
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        url = push_to_hub(final, "me/sw-demo", private=True, token="hf_test_token")
+    assert url == "https://huggingface.co/datasets/me/sw-demo"
+    # every call answered, but the client's own best-effort fetch of its user-agent registry (not the upload)
+    unanswered = [f"{method} {path}" for method, path, _, _, status in hub.calls
+                  if status != 200 and path != "/api/agent-harnesses"]
+    assert not unanswered, unanswered
+    [(headers, body)] = hub.posted("/api/repos/create")
+    assert headers["authorization"] == "Bearer hf_test_token"
+    created = json.loads(body)
+    assert (created["organization"], created["name"], created["type"]) == ("me", "sw-demo", "dataset")
+    assert created.get("visibility") == "private" or created.get("private") is True
+    [(_, body)] = hub.posted("/api/validate-yaml")
+    assert json.loads(body) == {"content": local["README.md"].decode(), "repoType": "dataset"}
+    [(headers, body)] = hub.posted("/api/datasets/me/sw-demo/commit/main")
+    lines = [json.loads(x) for x in body.decode().splitlines()]
+    assert lines[0]["key"] == "header" and lines[0]["value"]["summary"].startswith("synth ")
+    sent = {x["value"]["path"]: base64.b64decode(x["value"]["content"]) for x in lines[1:] if x["key"] == "file"}
+    assert len(lines) == 1 + len(sent)  # nothing else in the commit: no deletions, no LFS pointers
+    assert sent == local
+    assert "configs:" in sent["README.md"].decode() and "data/*.parquet" in sent["README.md"].decode()

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from synth.cli import app
-from synth.runner import StageOutput
+from synth.kernel import StageOutput
 from synth.stages.extract import ExtractError, ExtractSettings, extract
 
 EXAMPLES = Path(__file__).parents[1] / "examples"

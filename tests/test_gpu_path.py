@@ -27,8 +27,9 @@ from synth.executors.base import ExecutorError
 from synth.executors.local import LocalExecutor
 from synth.executors.ray import plan_actors
 from synth.fingerprint import stable_id
+from synth.kernel import StageError, TableSource
 from synth.llm.factory import default_engine
-from synth.runner import StageError, TableSource, run_stage
+from synth.runner import run_stage
 from synth.select.embed import Embed
 from synth.stages.instruct import Instruct
 

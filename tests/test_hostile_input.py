@@ -17,8 +17,10 @@ import pytest
 import zstandard
 
 from synth.errors import SynthError
-from synth.extract.readers import expand_inputs, plan_parts
-from synth.runner import StageOutput, TableSource, run_stage
+from synth.extract.inputs import expand_inputs
+from synth.extract.readers import plan_parts
+from synth.kernel import StageOutput, TableSource
+from synth.runner import run_stage
 from synth.stages.extract import CorpusSource, ExtractSettings, extract
 from synth.stages.score import Score
 

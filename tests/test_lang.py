@@ -22,7 +22,8 @@ from synth.lang import (
     split_label,
     writes_without_spaces,
 )
-from synth.select.select import CODE, SelectError, SelectSettings, parse_lang_quota, select_arrays
+from synth.select.methods import select_arrays
+from synth.select.settings import CODE, SelectError, SelectSettings, parse_lang_quota
 
 EVAL = Path(__file__).resolve().parents[1] / "examples" / "lid_eval" / "udhr_paragraphs.jsonl"
 

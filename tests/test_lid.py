@@ -257,8 +257,7 @@ def test_heliport_missing_gives_install_hint(monkeypatch):
 
 
 def test_zulu_run_warns_at_start_in_the_report_and_in_the_card(tmp_path, capsys):
-    from synth.export import run_card
-    from synth.report import write_report
+    from synth.report import run_card, write_report
     from synth.stages.extract import extract
 
     rows = eval_rows("zul", "xho")

@@ -229,7 +229,7 @@ def test_slow_first_answer_times_out_then_real_answer(vllm_server):
             return Reply(body=chat_completion("too late"))  # written to a connection the client has given up on
         return None
 
-    n, timeout = 4, 5.0
+    n, timeout = 4, 15.0  # a retry on a loaded CPU must not time out too
     with FaultProxy(vllm_server.url, behaviour) as proxy:
         eng = engine(proxy.base_url, timeout=timeout, backoff=0.05, max_backoff=0.1)
         try:
@@ -383,3 +383,29 @@ def test_concurrency_auto_keeps_its_start_on_a_server_without_readable_metrics()
         assert asyncio.run(running(proxy.base_url)) == 12.0  # summed over the server's engines
         del pages["/metrics"]
         assert asyncio.run(running(proxy.base_url)) is None  # 404
+
+
+def test_concurrency_auto_stops_doubling_when_the_kv_cache_is_half_full():
+    """Doubling while the KV cache has room, then holding once it is half full (twice the sequences would not fit:
+    vLLM would preempt and recompute). Both gauges are read from real Prometheus text over HTTP; the answers are
+    scripted (what a loaded vLLM reports), so the rule is tested, not a server's timing."""
+    import asyncio
+
+    import httpx
+
+    pages = iter([b"vllm:num_requests_running 30\nvllm:kv_cache_usage_perc 0.2\n",  # room: 32 -> 64
+                  b"vllm:num_requests_running 40\nvllm:kv_cache_usage_perc 0.7\n"])  # 70 % full: stay at 64
+
+    def behaviour(call):
+        return Reply(body=next(pages), status=200)
+
+    async def adapt(eng: OpenAIEngine) -> None:
+        async with httpx.AsyncClient() as client:
+            eng.running = 4096  # always as busy as it may be: the engine is the limit, so it probes the server
+            await asyncio.wait_for(eng._adapt(client, asyncio.Semaphore(eng.concurrency)), 30)
+
+    with FaultProxy(behaviour=behaviour) as proxy:
+        eng = OpenAIEngine("m", base_url=proxy.base_url, api_key_env="", probe_seconds=0.001)
+        asyncio.run(adapt(eng))
+    assert eng.concurrency == 64
+    assert eng.adaptations[-1] == "the server runs 40 at once with its KV cache 70% full; concurrency stays 64"

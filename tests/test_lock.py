@@ -16,8 +16,8 @@ from toy_stages import Upper, toy_source
 
 from synth import StageOutput, run_stage
 from synth.io import read_sidecar, sidecar
+from synth.kernel import CURRENT, MANIFEST
 from synth.lock import LOCK_FILE, RunLocked, acquire, release, run_lock
-from synth.runner import CURRENT, MANIFEST
 
 HOLDER = textwrap.dedent("""
     import os, sys, time

@@ -156,8 +156,8 @@ def test_family_detection_rejects_other_models():
 
 def test_seq2seq_stage_drops_garbage_with_reasons(tiny_m2m100, tmp_path):
     """Stage 2 through the tiny model on real fragments: random weights give cut-off garbage, all dropped."""
-    from synth.pipeline import RunSettings, run_stage_by_key
-    from synth.runner import StageOutput
+    from synth.kernel import StageOutput
+    from synth.orchestrate import RunSettings, run_stage_by_key
     from synth.stages.extract import ExtractSettings, extract
     from synth.stages.translate import Translate
 

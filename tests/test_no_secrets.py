@@ -13,10 +13,11 @@ import pytest
 from llm_server import FaultProxy, Reply, chat_completion
 
 from synth.config import write_run_config
+from synth.kernel import TableSource
 from synth.llm.factory import EngineOptionError
 from synth.redact import is_secret_name, redact, redact_url
 from synth.report import write_report
-from synth.runner import TableSource, run_stage
+from synth.runner import run_stage
 from synth.stages.score import Score
 
 ROWS = pa.table({"id": ["r0", "r1"], "lang": ["swh", "swh"], "instruction_en": ["Say hi.", "Name a river."],

@@ -10,15 +10,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from synth import checks as ck
+from synth.checks import CheckSettings
 from synth.extract import lid
+from synth.gate import Check, Gate, first_failure
 from synth.identity import file_digest, identity
+from synth.kernel import TableSource
 from synth.llm.identity import model_identity
-from synth.runner import TableSource, run_stage
-from synth.stages import checks as ck
-from synth.stages.checks import CheckSettings
-from synth.stages.gate import Check, Gate, first_failure
+from synth.llm.stage import Output
+from synth.runner import run_stage
 from synth.stages.instruct import Instruct
-from synth.stages.llm_stage import Output
 from synth.stages.translate import Translate
 from synth.translate import BACKENDS, FORWARD, ROUND_TRIP, TranslateError, Translator, backend
 from synth.translate.llm import LLMTranslator

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 
 import synth
 from synth.cli import app
-from synth.runner import StageOutput
+from synth.kernel import StageOutput
 from synth.stages.score import judge_warning
 
 CORPUS = "examples/corpus"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from synth.runner import TableSource, run_stage
+from synth.kernel import TableSource
+from synth.runner import run_stage
 from synth.stages.backtranslate import (
     FIDELITY_REASONS,
     Backtranslate,

@@ -31,9 +31,10 @@ from toy_stages import Upper, toy_source
 
 import synth
 from synth.errors import SynthError
-from synth.llm.base import Result
+from synth.kernel import StageOutput
 from synth.llm.cache import RequestCache
-from synth.runner import StageOutput, run_stage
+from synth.llm.request import Result
+from synth.runner import run_stage
 
 CORPUS = Path(__file__).resolve().parents[1] / "examples" / "corpus" / "noise" / "udhr_english.txt"
 LLM_STAGES = ("translate", "instruct", "score", "backtranslate")
@@ -287,7 +288,7 @@ def test_cli_stage_commands_take_the_executor(tmp_path):
 
 def _attempt(rundir: str, start: float) -> None:
     """One attempt at shard 0 of the Slow stage over the toy source, started at ``start`` (a duplicated task)."""
-    from synth.runner import ShardJob, run_task
+    from synth.kernel import ShardJob, run_task
 
     stage, source = Slow(sleep=0.2), toy_source(120, 20)
     fp = stage.fingerprint(source.fingerprint())

@@ -21,7 +21,8 @@ from synth.executors.base import ExecutorError
 from synth.executors.local import LocalExecutor
 from synth.executors.ray import RayExecutor
 from synth.fingerprint import stable_id
-from synth.runner import TableSource, run_stage
+from synth.kernel import TableSource
+from synth.runner import run_stage
 from synth.select.embed import Embed
 from synth.stages.instruct import Instruct
 

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from synth.extract.readers import InputPart, UnreadableInput, expand_inputs, plan_parts, read_part
+from synth.extract.inputs import InputPart, UnreadableInput, expand_inputs
+from synth.extract.readers import plan_parts, read_part
 
 
 def read_all(parts, **kw):

@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 from synth import pipeline
 from synth.cli import app
 from synth.config import ConfigError
-from synth.pipeline import PIPELINE, RunSettings, StageSpec
+from synth.kernel import StageOutput
+from synth.orchestrate import RunSettings
+from synth.pipeline import PIPELINE
 from synth.plan import plan
-from synth.runner import StageOutput
+from synth.registry import StageSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus" / "noise" / "udhr_english.txt"

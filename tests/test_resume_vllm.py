@@ -18,13 +18,14 @@ import pytest
 from llm_server import CPU_ENV
 
 from synth.io import read_shard_meta
-from synth.runner import StageOutput
+from synth.kernel import StageOutput
 
 N, PER_SHARD = 24, 8
 CHILD = textwrap.dedent("""
     import sys
     import pyarrow as pa
-    from synth.runner import TableSource, run_stage
+    from synth.kernel import TableSource
+    from synth.runner import run_stage
     from synth.stages.instruct import Instruct
 
     if __name__ == "__main__":

@@ -16,7 +16,7 @@ from synth import StageOutput, run_stage
 from synth.devices import DeviceError, local_groups
 from synth.identity import file_digest
 from synth.io import ShardError, read_shard_meta, read_sidecar
-from synth.runner import StageError, TableSource
+from synth.kernel import StageError, TableSource
 
 N, PER_SHARD = 400, 50
 EXPECTED_DROPS = len([i for i in range(N) if i % 7 == 0])
@@ -249,7 +249,7 @@ def test_tables_with_null_columns_are_cast_to_the_first_schema(tmp_path):
 def test_lineage_check_names_a_stale_downstream_output(tmp_path):
     from toy_stages import Length, Upper, toy_source
 
-    from synth.runner import StageError, check_lineage
+    from synth.kernel import StageError, check_lineage
 
     first = run_stage(Upper(), toy_source(), tmp_path, progress=False)
     run_stage(Length(), first.as_source(), tmp_path, progress=False)

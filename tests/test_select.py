@@ -16,8 +16,9 @@ import pytest
 
 from synth.fingerprint import stable_id
 from synth.identity import identity
-from synth.runner import Stage, StageOutput, TableSource, run_stage
-from synth.select import Embed, SelectError, SelectSettings, default_embedding_model, select
+from synth.kernel import Stage, StageOutput, TableSource
+from synth.runner import run_stage
+from synth.select import Embed, SelectError, SelectSettings, default_embedding_model, methods, select, settings
 from synth.select import embed as embed_mod
 from synth.select.embed import EmbedError, resolve_embedding_model
 
@@ -426,11 +427,11 @@ def test_bad_settings_are_refused(kw, match):
 
 
 def test_parse_lang_quota():
-    assert sel.parse_lang_quota("500") == 500
-    assert sel.parse_lang_quota("swh=10, yor=2") == {"swh": 10, "yor": 2}
-    assert sel.parse_lang_quota(None) is None
+    assert settings.parse_lang_quota("500") == 500
+    assert settings.parse_lang_quota("swh=10, yor=2") == {"swh": 10, "yor": 2}
+    assert settings.parse_lang_quota(None) is None
     with pytest.raises(SelectError):
-        sel.parse_lang_quota("swh=lots")
+        settings.parse_lang_quota("swh=lots")
 
 
 # --- the algorithm against a row-by-row reference (random vectors, no model) -------------------------------------
@@ -483,15 +484,15 @@ def _random_set(n=600, d=32, seed=0):
 @pytest.mark.parametrize("target", [None, 150, 5000])
 @pytest.mark.parametrize("quota", [None, {0: 60, 2: 100}])
 def test_walk_matches_the_row_by_row_definition(mode, target, quota, monkeypatch):
-    monkeypatch.setattr(sel, "MIN_SEGMENT", 64)  # several segments when there is a target
+    monkeypatch.setattr(methods, "MIN_SEGMENT", 64)  # several segments when there is a target
     emb, quality, lang = _random_set()
     method = {"greedy": "greedy", "dedup": "dedup", None: "none"}[mode]
     names = ["swh", "yor", "hau"]  # quota keys are language codes (made canonical)
     s = any_quality(method=method, tau=0.95, target=target, index="flat",
                        per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
-    codes, _, info = sel.select_arrays(emb.astype(np.float32), quality, s, lang=lang, lang_names=names,
+    codes, _, info = methods.select_arrays(emb.astype(np.float32), quality, s, lang=lang, lang_names=names,
                                        threads=2)
-    got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
+    got = [None if c == 0 else settings.REASONS[c - 1] for c in codes]
     want = _naive(emb.astype(np.float32), quality, lang, 0.95, mode, target, quota)
     assert got == want
     if target is not None:
@@ -506,8 +507,8 @@ def test_ivf_close_to_exact_on_random_clusters():
     x = np.vstack([x, x[:800] + rng.standard_normal((800, 64)) * 0.08]).astype(np.float32)
     quality = rng.choice([1.0, 2.0, 3.0, 4.0, 5.0], len(x))
     for method in ("greedy", "dedup"):
-        flat, _, _ = sel.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="flat"))
-        ivf, _, info = sel.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="ivf"))
+        flat, _, _ = methods.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="flat"))
+        ivf, _, info = methods.select_arrays(x, quality, any_quality(method=method, tau=0.9, index="ivf"))
         assert info["index"] == "ivf" and info["nlist"] > 1
         a, b = flat == 0, ivf == 0
         assert (a & b).sum() / (a | b).sum() > 0.99
@@ -535,9 +536,9 @@ def _crowd(tau: float = 0.9, crowd: int = 100) -> tuple[np.ndarray, np.ndarray]:
 
 def test_flat_greedy_is_exact_past_the_match_cap():
     x, quality = _crowd()
-    assert len(x) - 3 > sel.MATCHES_PER_CELL
-    codes, _, info = sel.select_arrays(x, quality, any_quality(method="greedy", tau=0.9, index="flat"))
-    got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
+    assert len(x) - 3 > methods.MATCHES_PER_CELL
+    codes, _, info = methods.select_arrays(x, quality, any_quality(method="greedy", tau=0.9, index="flat"))
+    got = [None if c == 0 else settings.REASONS[c - 1] for c in codes]
     assert got == _naive(x, quality, np.zeros(len(x), int), 0.9, "greedy")
     assert got[-1] == "too_similar" and got[-2] is None and info["rechecked"] >= 1
 
@@ -554,8 +555,8 @@ def test_flat_matches_naive_where_rows_have_hundreds_of_near_duplicates(mode):
     for quota in (None, caps):
         s = any_quality(method=mode, tau=0.8, index="flat",
                            per_lang_quota=None if quota is None else {names[k]: v for k, v in quota.items()})
-        codes, _, info = sel.select_arrays(x, quality, s, lang=lang, lang_names=names)
-        got = [None if c == 0 else sel.REASONS[c - 1] for c in codes]
+        codes, _, info = methods.select_arrays(x, quality, s, lang=lang, lang_names=names)
+        got = [None if c == 0 else settings.REASONS[c - 1] for c in codes]
         assert got == _naive(x, quality, lang, 0.8, mode, caps=quota)
     assert info["pairs"] > 64 * len(x) / 4  # most rows are crowded: the cap was hit
 
@@ -564,12 +565,12 @@ def test_rank_by_the_expected_score_where_present_with_ties_by_id_order():
     quality = np.array([3.0, 3.0, 3.0, 4.0, 3.0])
     expected = np.array([2.6, 3.4, np.nan, 3.9, 3.4])  # row 2: no logprobs, ranked by its integer 3.0
     s = any_quality(method="none", target=4)
-    codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
-    assert codes.tolist() == [sel.CODE["over_target"], 0, 0, 0, 0]
+    codes, _, _ = methods.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
+    assert codes.tolist() == [settings.CODE["over_target"], 0, 0, 0, 0]
     s = any_quality(method="none", target=2)
-    codes, _, _ = sel.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
+    codes, _, _ = methods.select_arrays(None, quality, s, rank=expected, tiebreak=np.array([4, 3, 2, 1, 0]))
     assert [i for i, c in enumerate(codes) if c == 0] == [3, 4]  # 3.9, then 3.4 with the smaller tiebreak
-    codes, _, _ = sel.select_arrays(None, quality, s, tiebreak=np.array([4, 3, 2, 1, 0]))
+    codes, _, _ = methods.select_arrays(None, quality, s, tiebreak=np.array([4, 3, 2, 1, 0]))
     assert [i for i, c in enumerate(codes) if c == 0] == [3, 4]  # integer ranking: 4.0, then ties by tiebreak
 
 

@@ -8,7 +8,8 @@ import socket
 import pyarrow as pa
 import pytest
 
-from synth.runner import StageError, TableSource, run_stage
+from synth.kernel import StageError, TableSource
+from synth.runner import run_stage
 from synth.stages.score import Score
 
 

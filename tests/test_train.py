@@ -47,6 +47,7 @@ def test_load_reads_export_schema_and_keeps_languages(tmp_path):
         load_sft_dataset(tmp_path / "missing")
 
 
+@pytest.mark.requires("smollm2")
 def test_loss_is_on_the_assistant_turn_only(tmp_path):
     d = export_dir(tmp_path / "final", ["swh"])
     trainer, info = make_trainer(d, "smollm2", tmp_path / "out", max_steps=1, batch_size=2)
@@ -75,6 +76,9 @@ def trained(tmp_path_factory):
     One batch holds the whole tiny set, so the loss logged at step 2 is on the same rows as at step 1, after one
     update.
     """
+    from required import require
+
+    require("smollm2")
     tmp = tmp_path_factory.mktemp("train")
     data = export_dir(tmp / "final", ["swh", "fra", "eng"])
     val = export_dir(tmp / "val", ["swh", "fra"])
@@ -106,14 +110,22 @@ def test_lora_two_steps_lower_the_loss_and_keep_the_best_multilingual_checkpoint
 
 @pytest.mark.slow
 def test_trained_model_evaluates(trained, tmp_path):
+    """The merged model loads and evaluates, and its numbers are those of its saved outputs: every value the
+    metric code can recompute from items.jsonl (language verdicts, chrF++ per direction) is the one in the table
+    (test_eval.py shows the same metrics give 100 or 1 on known-right outputs and less on wrong ones)."""
+    from test_eval import assert_table_recomputes
+
     from synth.eval import evaluate
 
-    res = evaluate(trained.model_dir, tasks=["response_lang"], langs=["swh", "fra"], out_dir=tmp_path / "eval",
-                   limit=1, max_new_tokens=8)
-    table = json.loads((tmp_path / "eval" / "table.json").read_text())
-    assert set(table["rows"]) == {"fra", "swh"}
-    assert all("lang_correct" in row and "code_switch" in row for row in table["rows"].values())
-    assert res["counts"]["swh"]["response_lang"] == 1
+    res = evaluate(trained.model_dir, tasks=["response_lang", "translation"], langs=["swh", "fra"],
+                   out_dir=tmp_path / "eval", limit=1, max_new_tokens=8)
+    rows = assert_table_recomputes(tmp_path / "eval")
+    assert set(rows) == {"eng", "fra", "swh"}
+    assert all("lang_correct" in rows[lang] and "code_switch" in rows[lang] for lang in ("fra", "swh"))
+    assert res["model"] == trained.model_dir and res["counts"]["swh"]["response_lang"] == 1
+    assert res["counts"]["swh"]["translation_into"] == 1 and res["counts"]["eng"]["translation_into"] == 2
+    items = [json.loads(x) for x in (tmp_path / "eval" / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 2 + 4 and all(isinstance(i["output"], str) for i in items)
 
 
 def test_lr_sweep_chooses_the_lr_with_the_lowest_multilingual_validation_loss(tmp_path, monkeypatch):

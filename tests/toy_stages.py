@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from synth import ShardStats, Stage
 from synth.fingerprint import stable_id
-from synth.runner import TableSource
+from synth.kernel import TableSource
 
 
 @dataclass

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from synth.devices import local_groups
-from synth.executors.base import Done
-from synth.runner import ShardJob, Stage, Task, run_task, run_tasks
+from synth.kernel import Done, ShardJob, Stage, Task, run_task, run_tasks
 from synth.watchdog import die_with_parent
 
 _READY: dict[str, Stage] = {}  # in a worker process (which lives for one run_stage call): stages set up

@@ -36,10 +36,10 @@ from typing import Any
 
 from synth.devices import Placement, local_gpus
 from synth.errors import SynthError
-from synth.executors.base import Done, ExecutorError
+from synth.executors.base import ExecutorError
 from synth.io import atomic_write_text
+from synth.kernel import Done, ShardJob, Stage, StageError, Task, run_task
 from synth.progress import console
-from synth.runner import ShardJob, Stage, StageError, Task, run_task
 
 CHECK_FILE = ".synth-storage-check"
 POLL = 5.0  # seconds of one wait for results: every wait in this module has a bound

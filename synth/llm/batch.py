@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from synth.io import atomic_write_text
-from synth.llm.base import Engine, Request, Sampling
+from synth.llm.base import Engine
 from synth.llm.cache import CachedEngine
+from synth.llm.request import Request, Sampling
 from synth.progress import console
 
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "seed", "stop", "repetition_penalty", "logprobs"}

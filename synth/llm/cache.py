@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from synth.llm.base import Engine, Request, Result
+from synth.llm.base import Engine
+from synth.llm.request import Request, Result
 from synth.llm.stream import Counts, Feed, stream
 
 

@@ -1,17 +1,18 @@
 """OpenAI-compatible engine: any server speaking ``/chat/completions`` and ``/completions`` (``vllm serve``,
 TGI, llama.cpp server, hosted APIs).
 
-Requests go out concurrently: ``httpx.AsyncClient``s of ``POOL`` connections each (one per 32 of concurrency, taken
-in turn: httpx scans a client's whole pool per request), on an event loop thread of the engine's own, started in
-groups with one wake-up, under a semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that
-many submitted. By default (``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting
-at ``AUTO_START`` it doubles while the server's ``/metrics`` show it running more than half of what it sends, and
-steps back once when that count stays at half or below (a vLLM server runs up to 128 sequences on a CPU, 256 on
-most GPUs, 1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's metrics keeps
-``AUTO_START``. Each attempt has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a refused
-connection while a server restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``,
-within a per-request time budget, so a batch never hangs. What still fails comes back as a ``Result`` whose
-``error`` names the reason (``timeout``, ``http_503``, ``connection_error``…), never as an exception.
+Requests go out concurrently: ``httpx.AsyncClient``s of ``POOL`` connections each (one per 32 of concurrency, taken in
+turn: httpx scans a client's whole pool per request), on an event loop thread of the engine's own, started in groups
+with one wake-up, under a semaphore of ``concurrency``; ``stream`` (``OpenAIFeed``) keeps a few times that many
+submitted. By default (``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting at
+``AUTO_START`` it doubles while the server's ``/metrics`` show it running more than half of what it sends and its KV
+cache less than half full (twice as many sequences would overfill it: vLLM then preempts sequences and computes them
+again, which costs throughput), and steps back once when that count stays at half or below (a vLLM server runs up to 128
+sequences on a CPU, 256 on most GPUs, 1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's
+metrics keeps ``AUTO_START``. Each attempt has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a
+refused connection while a server restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``,
+within a per-request time budget, so a batch never hangs. What still fails comes back as a ``Result`` whose ``error``
+names the reason (``timeout``, ``http_503``, ``connection_error``…), never as an exception.
 
 The API key is read from an environment variable at request time and sent as a Bearer header only: it is
 never logged, never put in a result, an error or a cache key.
@@ -32,8 +33,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from synth.llm.base import Engine, Request, Result, finish, options_key
+from synth.llm.base import Engine
 from synth.llm.precision import UNKNOWN, canonical_dtype
+from synth.llm.request import Request, Result, finish, options_key
 from synth.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ RETRY_STATUS = {429, 500, 502, 503, 504}
 AUTO_START = 32  # concurrency "auto": where it starts, and where it stays on a server without vLLM's metrics
 AUTO_MAX = 4096
 RUNNING = "vllm:num_requests_running"  # a vLLM server's gauge of the sequences it runs now
+KV_USAGE = "vllm:kv_cache_usage_perc"  # ...and of the share of its KV cache in use (0-1)
+KV_ROOM = 0.5  # "auto" doubles only while the KV cache is less than this full: twice as many sequences must fit
 FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can...
 FLAT_SECONDS = 6.0  # ...and for at least this long (a slow server admits a burst over seconds)
 POOL = 32  # connections per HTTP client (``_Clients``)
@@ -278,20 +282,25 @@ class OpenAIEngine(Engine):
     # -- concurrency "auto" ---------------------------------------------------------------------------------
 
     async def _adapt(self, client: Any, sem: asyncio.Semaphore) -> None:
-        """Double ``concurrency`` each time the server runs more than half of it (more than the step before
-        allowed: it has room). When it runs at most half and that count stops rising for ``FLAT_PROBES`` probes
-        in a row and ``FLAT_SECONDS``, whatever limits it (its sequence cap, KV cache or prefill budget) is
-        reached: step back once and stop. A count still rising is a server admitting a burst (prefill takes a
-        while on a CPU): wait. Stops at once on a server without vLLM's metrics. Probes only while this engine is
-        the limit."""
+        """Double ``concurrency`` each time the server runs more than half of it (more than the step before allowed:
+        it has room) while its KV cache is less than ``KV_ROOM`` full; at ``KV_ROOM`` or more, twice the sequences
+        would not fit in it (vLLM would preempt and recompute them), so it stays and stops. When it runs at most half
+        and that count stops rising for ``FLAT_PROBES`` probes in a row and ``FLAT_SECONDS``, whatever limits it (its
+        sequence cap, KV cache or prefill budget) is reached: step back once and stop. A count still rising is a
+        server admitting a burst (prefill takes a while on a CPU): wait. Stops at once on a server without vLLM's
+        metrics. Probes only while this engine is the limit."""
         flat, last, rose = 0, -1.0, time.monotonic()
         while self.concurrency < AUTO_MAX:
             await asyncio.sleep(self.probe_seconds)
             if self.running < self.concurrency:
                 continue
-            running = await self._server_running(client)
+            running, kv = await self._server_state(client)
             if running is None:
                 self._adapted(f"no vLLM metrics at {self._metrics_url()}; concurrency stays {self.concurrency}")
+                return
+            if running > self.concurrency / 2 and kv is not None and kv >= KV_ROOM:
+                self._adapted(f"the server runs {int(running)} at once with its KV cache {kv:.0%} full; "
+                              f"concurrency stays {self.concurrency}")
                 return
             if running > self.concurrency / 2:
                 self._resize(sem, min(AUTO_MAX, self.concurrency * 2))
@@ -325,18 +334,27 @@ class OpenAIEngine(Engine):
 
     async def _server_running(self, client: Any) -> float | None:
         """Requests the server runs now (vLLM's gauge, summed over its engines), or None without it."""
+        return (await self._server_state(client))[0]
+
+    async def _server_state(self, client: Any) -> tuple[float | None, float | None]:
+        """Requests the server runs now (vLLM's gauge, summed over its engines) and the share of KV cache in use
+        (the fullest engine's); None for what its metrics do not say (both without readable metrics)."""
         try:
             resp = await client.get(self._metrics_url(), headers=self._headers(), timeout=10)
         except Exception:
-            return None
+            return None, None
         if resp.status_code != 200:
-            return None
+            return None, None
+        gauges: dict[str, list[float]] = {RUNNING: [], KV_USAGE: []}
         try:
-            values = [float(line.rsplit(" ", 1)[1]) for line in resp.text.splitlines()
-                      if line.split("{", 1)[0].split(" ", 1)[0] == RUNNING]
+            for line in resp.text.splitlines():
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                if name in gauges:
+                    gauges[name].append(float(line.rsplit(" ", 1)[1]))
         except (IndexError, ValueError):  # not Prometheus text after all: as good as no metrics
-            return None
-        return sum(values) if values else None
+            return None, None
+        running, kv = gauges[RUNNING], gauges[KV_USAGE]
+        return (sum(running) if running else None), (max(kv) if kv and running else None)
 
     async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx

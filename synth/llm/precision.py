@@ -13,7 +13,7 @@ runs a float32 checkpoint in bfloat16 (float16 on GPUs without bfloat16), as vLL
 OpenAI-compatible server does not report its precision: it is what the user declares (``dtype=…``), else
 ``unknown``. Each engine class carries its rule (``Engine.resolve_dtype``); whether a GPU has bfloat16 is
 read through NVML (``synth.devices.Gpu.bf16``), never by initialising CUDA, and where the copy runs (its
-executor asks there: ``synth.runner.Stage.facts``).
+executor asks there: ``synth.kernel.Stage.facts``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ An engine that can take requests one at a time and hand back whichever finished 
 back, and yields results in the caller's order. With a request cache, hits are answered without the engine,
 fresh answers are stored as they finish (a crash loses only what was still generating), and identical
 requests in flight are sent once: the later ones get a copy of the first one's answer, marked ``cached``
-(nothing was paid for them). Engines without a feed of their own get ``WaveFeed``: ``generate`` over what was
-submitted, i.e. waves of at most ``window`` requests, as before.
+(nothing was paid for them). Engines without a feed of their own get ``synth.llm.base.WaveFeed``: ``generate``
+over what was submitted, i.e. waves of at most ``window`` requests, as before.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from synth.llm.base import Request, Result
-
-if TYPE_CHECKING:
-    from synth.llm.base import Engine
-    from synth.llm.cache import RequestCache
+from synth.llm.request import Request, Result
 
 # Fresh answers are written to the cache in groups (one sqlite commit each), at the latest this long after the
 # first of a group finished, so an engine that stalls or dies leaves its finished work stored.
@@ -43,24 +39,12 @@ class Feed(Protocol):
         back exactly once (an engine failure is a failed, transient result, never an exception)."""
 
 
-class WaveFeed:
-    """The feed of an engine that only has ``generate``: a poll generates everything submitted since the last."""
+class Store(Protocol):
+    """Where finished answers are kept by key (``synth.llm.cache.RequestCache``)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self.window = 4 * engine.concurrency
-        self.queued: list[tuple[int, Request]] = []
+    def get_many(self, keys: list[str]) -> dict[str, dict]: ...
 
-    def submit(self, items: list[tuple[int, Request]]) -> list[tuple[int, Result]]:
-        self.queued.extend(items)
-        return []
-
-    def poll(self, timeout: float) -> list[tuple[int, Result]]:
-        items, self.queued = self.queued, []
-        if not items:
-            return []
-        results = self.engine.generate([r for _, r in items])
-        return [(tag, res) for (tag, _), res in zip(items, results, strict=True)]
+    def put_many(self, items: list[tuple[str, Result]]) -> None: ...
 
 
 @dataclass
@@ -80,7 +64,7 @@ class _Pending:
 
 
 def stream(feed: Callable[[], Feed], requests: Iterable[Request], window: int | None = None, *,
-           cache: RequestCache | None = None, model_key: str = "", counts: Counts | None = None) -> Iterator[Result]:
+           cache: Store | None = None, model_key: str = "", counts: Counts | None = None) -> Iterator[Result]:
     """Results for ``requests`` in their order, with at most ``window`` (default: the feed's) distinct requests at
     the engine at once.
 

@@ -6,7 +6,8 @@ sentence-transformers are imported only when used.
 """
 
 from synth.select.embed import Embed, default_embedding_model
-from synth.select.select import REASONS, Mark, SelectError, Selection, SelectSettings, decide, select
+from synth.select.select import Mark, Selection, decide, select
+from synth.select.settings import REASONS, SelectError, SelectSettings
 
 __all__ = ["Embed", "Mark", "REASONS", "SelectError", "SelectSettings", "Selection", "decide",
            "default_embedding_model", "select"]

@@ -20,7 +20,7 @@ import pyarrow as pa
 from synth.devices import Gpu, Placement, local_gpus, parse_gpus
 from synth.errors import SynthError
 from synth.identity import identity
-from synth.runner import Stage
+from synth.kernel import Stage
 from synth.select.relevance import RELEVANCE, bi_encoder_scores, cross_encoder_scores, load_cross_encoder
 from synth.stats import ShardStats
 

@@ -18,9 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from synth.errors import SynthError
+
 RELEVANCE = "relevance"
 OFF_TOPIC = "off_topic"
 AUTO = "auto"
+
+
+class RelevanceError(SynthError, RuntimeError):
+    """The relevance model cannot be loaded; the message names it."""
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -63,8 +69,6 @@ def load_cross_encoder(name_or_path: str, device: str = "cpu") -> Any:
     import os
     from pathlib import Path
 
-    from synth.select.embed import EmbedError
-
     if Path(name_or_path).is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -72,7 +76,7 @@ def load_cross_encoder(name_or_path: str, device: str = "cpu") -> Any:
 
         return CrossEncoder(name_or_path, device=device)
     except Exception as e:  # a bad path or an unreachable hub: say which model
-        raise EmbedError(f"cannot load relevance model {name_or_path!r} as a cross-encoder: "
+        raise RelevanceError(f"cannot load relevance model {name_or_path!r} as a cross-encoder: "
                          f"{type(e).__name__}: {e}") from e
 
 

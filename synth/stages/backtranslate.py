@@ -30,19 +30,21 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth import checks as ck
+from synth import fidelity
+from synth.checks import CheckSettings
 from synth.devices import Placement, parse_gpus
 from synth.extract import lid
+from synth.gate import Check, Gate, first_failure
 from synth.identity import identity
+from synth.kernel import StageOutput
 from synth.lang import ENGLISH, canonical, is_dense, script_matches, script_of
 from synth.lang import script as expected_script
 from synth.llm import Request, Result
-from synth.runner import StageOutput, run_on
+from synth.llm.stage import LLMStage
+from synth.runner import run_on
 from synth.select.embed import load_model as load_embedder
 from synth.select.embed import resolve_embedding_model
-from synth.stages import checks as ck
-from synth.stages.checks import CheckSettings
-from synth.stages.gate import Check, Gate, first_failure
-from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
 from synth.translate.llm import Plan
@@ -72,8 +74,8 @@ def fidelity_scores(english: str, translated: str, lang: str) -> dict[str, Any]:
     return {
         "bt_script_ok": script_matches(lang, script),
         "bt_length_ratio": len(translated) / max(1, len(english)),
-        "bt_numbers_ok": ck.numbers_kept(english, translated),
-        "bt_entities_ok": ck.entities_kept(english, translated) if latin else None,
+        "bt_numbers_ok": fidelity.numbers_kept(english, translated),
+        "bt_entities_ok": fidelity.entities_kept(english, translated) if latin else None,
     }
 
 
@@ -174,9 +176,6 @@ class Backtranslate(TranslatorSettings, LLMStage):
     # With the LLM translator both passes stream (``LLMStage.streamed``): the forward translations of every batch
     # through one engine stream, and, with ``roundtrip``, their round trips through a second stream that reads
     # the first's finished batches while it runs. Seq2seq and Apertium translate a batch at a time (``process``).
-
-    def streams(self) -> bool:
-        return self.translator == "llm"
 
     def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
         if not self.streams():

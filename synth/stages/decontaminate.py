@@ -34,9 +34,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.errors import SynthError
+from synth.gate import Gate
 from synth.identity import identity
 from synth.lang import canonical, writes_without_spaces
-from synth.stages.gate import Gate
 
 CONTAMINATED = "contaminated"
 PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: the polynomial's base
@@ -126,10 +126,10 @@ def _strings(value: Any) -> Iterator[str]:
 def records(path: Path) -> Iterator[Any]:
     name = path.name.lower()
     if path.is_dir() and (path / "state.json").is_file():  # datasets save_to_disk
-        from synth.extract.readers import _dataset_files, _ipc_batches
+        from synth.extract.columnar import dataset_files, ipc_batches
 
-        for f in _dataset_files(path, str(path)):
-            for batch in _ipc_batches(str(f)):
+        for f in dataset_files(path, str(path)):
+            for batch in ipc_batches(str(f)):
                 yield from batch.to_pylist()
     elif name.endswith(".parquet"):
         for batch in pq.ParquetFile(path).iter_batches(batch_size=8192):
@@ -153,7 +153,7 @@ def records(path: Path) -> Iterator[Any]:
 
 def eval_files(paths: list[str]) -> list[Path]:
     """The files (and datasets folders) ``paths`` name: files, folders of them, or globs."""
-    from synth.extract.readers import expand_inputs
+    from synth.extract.inputs import expand_inputs
 
     try:
         return expand_inputs(list(paths))

@@ -23,12 +23,14 @@ import pyarrow as pa
 from synth.errors import SynthError
 from synth.extract import dedup, lid, quality
 from synth.extract.fragment import fragment, normalize
-from synth.extract.readers import InputPart, UnreadableInput, expand_inputs, plan_parts, read_part
+from synth.extract.inputs import InputPart, UnreadableInput, expand_inputs
+from synth.extract.readers import plan_parts, read_part
 from synth.fingerprint import fingerprint, stable_id
+from synth.gate import Gate
 from synth.identity import identity
+from synth.kernel import Source, Stage, StageOutput, Task
 from synth.lang import canonical, letters_fit, script_matches, script_of
-from synth.runner import Source, Stage, StageOutput, Task, run_stage
-from synth.stages.gate import Gate
+from synth.runner import run_stage
 from synth.stats import ShardStats
 
 DOC_SCHEMA = pa.schema([("source", pa.string()), ("source_id", pa.string()), ("text", pa.string()),

@@ -6,7 +6,7 @@ that fit the text (``list`` only for list-like text), so a dataset gets a fixed,
 ``task_types="model"`` the model picks one and answers in JSON ``{"task_type", "instruction"}`` through
 structured output.
 
-Checks (``synth.stages.checks``): engine errors, truncation, emptiness, refusals, chatter, repetition,
+Checks (``synth.checks``): engine errors, truncation, emptiness, refusals, chatter, repetition,
 English (LID), length bounds, and copying (an instruction that repeats the response is not a request).
 """
 
@@ -19,14 +19,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from synth import checks as ck
+from synth.checks import CheckSettings
 from synth.extract import lid
+from synth.gate import Check
 from synth.lang import ENGLISH
 from synth.llm import Request, Result, Sampling
+from synth.llm.stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.prompts import get_prompt
-from synth.stages import checks as ck
-from synth.stages.checks import CheckSettings
-from synth.stages.gate import Check
-from synth.stages.llm_stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
 
 # Kinds of request a whole text can answer, with the hint the prompt gives. A request to summarise or rewrite

@@ -15,8 +15,8 @@ from typing import Any
 import pyarrow as pa
 
 from synth.llm import Request, Result, Sampling
+from synth.llm.stage import LLMStage
 from synth.prompts import get_prompt
-from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 
 SCHEMA = {

@@ -4,7 +4,7 @@ seq2seq MT model).
 The fragment itself is never replaced: it is the response of the final pair; the English translation is what
 the instruction writer (stage 3) reads. Long fragments are cut at paragraph or sentence boundaries, translated
 piece by piece in batches and joined. Each translation goes through the shared output checks
-(``synth.stages.checks``: engine errors, truncation, emptiness, refusals, chatter, repetition) and then the
+(``synth.checks``: engine errors, truncation, emptiness, refusals, chatter, repetition) and then the
 stage's own ``CHECKS`` (commentary, length ratio, the language of the result: LID must say English). A row that
 fails leaves under that reason.
 
@@ -18,13 +18,13 @@ from typing import Any
 
 import pyarrow as pa
 
+from synth import checks as ck
+from synth.checks import CheckSettings
 from synth.extract import lid
+from synth.gate import Check
 from synth.lang import ENGLISH
 from synth.llm import Request, Result
-from synth.stages import checks as ck
-from synth.stages.checks import CheckSettings
-from synth.stages.gate import Check
-from synth.stages.llm_stage import LANGUAGE_CHECK, LLMStage, Output
+from synth.llm.stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
 from synth.translate import FORWARD, Translation, TranslatorSettings, translate_all
 from synth.translate.llm import Plan
@@ -88,9 +88,6 @@ class Translate(TranslatorSettings, LLMStage):
         if getattr(self, "_translator", None) is not None:
             self._translator.close()
             self._translator = None
-
-    def streams(self) -> bool:
-        return self.translator == "llm"  # seq2seq and Apertium translate a batch at a time (``process``)
 
     def build(self, batch: pa.Table) -> tuple[list[Request], Plan]:
         """The LLM translator's requests for the rows not already in English."""

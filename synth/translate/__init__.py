@@ -24,9 +24,9 @@ from synth.stats import ShardStats
 Translation = tuple[str, str | None]  # (cleaned translation, the reason it failed or None)
 
 BACKENDS = {
-    "llm": "synth.translate.llm.LLMTranslator",
-    "seq2seq": "synth.translate.seq2seq.Seq2SeqBackend",
-    "apertium": "synth.translate.apertium.ApertiumTranslator",
+    "llm": "synth.translate.llm:LLMTranslator",
+    "seq2seq": "synth.translate.seq2seq:Seq2SeqBackend",
+    "apertium": "synth.translate.apertium:ApertiumTranslator",
 }
 
 
@@ -50,20 +50,23 @@ ROUND_TRIP = Direction(prompt="roundtrip_prompt", mt_model="roundtrip_mt_model",
 @runtime_checkable
 class Translator(Protocol):
     """One direction of translation for a stage: ``translate`` gives per text ``(cleaned text, reason or None)``,
-    the reason being one of the shared output checks (``synth.stages.checks``) or the engine's own."""
+    the reason being one of the shared output checks (``synth.checks``) or the engine's own."""
 
     FIELDS: ClassVar[frozenset[str]]
+    # Whether the stage streams its batches through this translator (``plan`` a batch's requests, ``collect``
+    # their answers: an LLM's engine window stays full across batches) or calls ``translate`` a batch at a time.
+    STREAMS: ClassVar[bool] = False
 
     def __init__(self, stage: Any, direction: Direction = FORWARD) -> None: ...
 
     def params(self) -> dict[str, Any]: ...
 
     def placement(self) -> Placement | None:
-        """The copies the stage runs for this translator (``synth.runner.Stage.placement``); None: no model."""
+        """The copies the stage runs for this translator (``synth.kernel.Stage.placement``); None: no model."""
         ...
 
     def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
-        """What names its output on a copy that sees ``gpus`` (``synth.runner.Stage.facts``)."""
+        """What names its output on a copy that sees ``gpus`` (``synth.kernel.Stage.facts``)."""
         ...
 
     def setup(self) -> None: ...
@@ -78,7 +81,7 @@ def backend(name: str) -> type[Translator]:
     """The translator class called ``name`` (a key of ``BACKENDS``)."""
     if name not in BACKENDS:
         raise TranslateError(f"translator must be one of {', '.join(BACKENDS)}, not {name!r}")
-    module, _, cls = BACKENDS[name].rpartition(".")
+    module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -113,6 +116,10 @@ class TranslatorSettings:
     def translator_for(self, direction: Direction = FORWARD) -> Translator:
         """The backend named by ``translator`` for one direction (cheap: models load in its ``setup``)."""
         return backend(self.translator)(self, direction)
+
+    def streams(self) -> bool:
+        """Whether the stage streams its batches (``LLMStage.streams``): as its translator says."""
+        return backend(self.translator).STREAMS
 
     def placement(self) -> Placement | None:
         """The stage's copies, as its translator needs them: the LLM's engine copies, a seq2seq model per GPU,

@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from synth import checks as ck
 from synth.errors import SynthError
 from synth.lang import spellings
-from synth.stages import checks as ck
 from synth.stats import ShardStats
 from synth.translate import FORWARD, Direction, TranslateError, Translation
 
@@ -123,6 +123,7 @@ class ApertiumTranslator:
     """A translator backend (``synth.translate``) over the ``apertium`` command; no settings of its own."""
 
     FIELDS: frozenset[str] = frozenset()
+    STREAMS = False  # a batch at a time (translate)
 
     def __init__(self, stage: Any, direction: Direction = FORWARD) -> None:
         binary()  # missing: fails when the stage is made, not at the first shard

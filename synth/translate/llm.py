@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
+from synth import checks as ck
 from synth.devices import Gpu, Placement
 from synth.lang import ENGLISH
 from synth.lang import name as language_name
 from synth.llm import Request, Result, Sampling
+from synth.llm.stage import LLMStage
 from synth.prompts import get_prompt
-from synth.stages import checks as ck
-from synth.stages.llm_stage import LLMStage
 from synth.stats import ShardStats
 from synth.text import join_pieces, split_text
 from synth.translate import FORWARD, ROUND_TRIP, Direction, Translation, copied, needs_translation
@@ -32,6 +32,7 @@ class LLMTranslator:
     from English it gets ``target_lang`` and ``max_tokens`` alone."""
 
     FIELDS = SETTINGS | PROMPTS
+    STREAMS = True  # plan/collect: the stage's batches share one engine stream
 
     def __init__(self, stage: LLMStage, direction: Direction = FORWARD) -> None:
         self.stage = stage

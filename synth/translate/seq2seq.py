@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from synth import checks as ck
 from synth.devices import Gpu, Placement, parse_gpus
 from synth.identity import identity
 from synth.mt import Seq2SeqTranslator
-from synth.stages import checks as ck
 from synth.stats import ShardStats
 from synth.translate import FORWARD, Direction, TranslateError, Translation
 
@@ -23,6 +23,7 @@ class Seq2SeqBackend:
     # Not ``roundtrip_mt_model``: that one is Backtranslate's own setting, in its fingerprint whatever the
     # translator; the round trip of this backend puts the model's identity in its place.
     FIELDS = frozenset({"mt_model", "mt_revision", "mt_options", *SHARED})
+    STREAMS = False  # a batch at a time (translate)
 
     def __init__(self, stage: Any, direction: Direction = FORWARD) -> None:
         if not stage.mt_model:

@@ -23,17 +23,17 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
+from synth import checks as ck
+from synth.checks import CheckSettings, LanguageVerdict
 from synth.devices import Gpu, Placement, parse_gpus
 from synth.extract.lid import Identifier
+from synth.gate import Check, first_failure
 from synth.identity import identity as model_identity
+from synth.kernel import Stage, StageError
 from synth.llm import Engine, Request, Result, load_engine
-from synth.llm.base import output_options
 from synth.llm.factory import default_engine, engine_class
+from synth.llm.request import output_options
 from synth.models import resolve_model
-from synth.runner import Stage, StageError
-from synth.stages import checks as ck
-from synth.stages.checks import CheckSettings, LanguageVerdict
-from synth.stages.gate import Check, first_failure
 from synth.stats import ShardStats
 
 
@@ -99,7 +99,7 @@ class LLMStage(Stage):
     def params(self) -> dict[str, Any]:
         p = super().params()
         # Engine options are left out of the fingerprint (batch sizes, threads, GPU memory do not change rows),
-        # except those that do, the list the request-cache key is made from too (synth.llm.base.OUTPUT_OPTIONS),
+        # except those that do, the list the request-cache key is made from too (synth.llm.request.OUTPUT_OPTIONS),
         # credentials in them redacted; the precision is resolved below.
         facts = self.named_facts()
         changing = {**output_options(self.engine_options), **output_options(facts)}

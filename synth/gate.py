@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import pyarrow as pa
 
-from synth.runner import Stage
+from synth.kernel import Stage
 from synth.stats import ShardStats
 
 

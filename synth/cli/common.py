@@ -1,0 +1,55 @@
+"""What every command shares: the ``synth`` app, its console, the help texts of common options, and errors."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+from synth import __version__
+
+app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
+                  no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="Offline models that ship inside packages.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+ENGINE_HELP = "hf, vllm or openai (default: vllm with a GPU, else hf)."
+MODEL_HELP = "Model directory, hub name, or 'smollm2' (offline default)."
+CACHE_HELP = "Request cache (sqlite path), 'none', or default: synth's shared cache."
+CONFIG_HELP = "A run.toml with the sections of `synth run`; flags win."
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"synth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """synth: native text in, instruction-tuning pairs out."""
+
+
+def _fail(e: Exception) -> None:
+    from rich.markup import escape
+
+    console.print(f"[red]error:[/red] {escape(str(e))}")  # messages name config sections: [translate]…
+    raise typer.Exit(2)
+
+
+def _engine_options(pairs: list[str] | None) -> dict:
+    """``KEY=VALUE`` pairs to engine keyword arguments (numbers and booleans parsed)."""
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--engine-opt needs KEY=VALUE, got {pair!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
