@@ -118,8 +118,12 @@ class TranslatorSettings:
         return backend(self.translator)(self, direction)
 
     def streams(self) -> bool:
-        """Whether the stage streams its batches (``LLMStage.streams``): as its translator says."""
-        return backend(self.translator).STREAMS
+        """Whether the stage streams its batches (``LLMStage.streams``): only through a translator that streams,
+        and only a stage that says what to ask per batch (``build``: ``LLMStage.streams``, next in line)."""
+        if self.translator is None or not backend(self.translator).STREAMS:
+            return False
+        stage_streams = getattr(super(), "streams", None)
+        return stage_streams() if stage_streams is not None else False
 
     def placement(self) -> Placement | None:
         """The stage's copies, as its translator needs them: the LLM's engine copies, a seq2seq model per GPU,
