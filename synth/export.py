@@ -8,13 +8,16 @@ and LLaMA-Factory.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.errors import SynthError
+from synth.fingerprint import fingerprint
 from synth.io import atomic_write_text
 from synth.kernel import StageOutput
 from synth.version import __version__
@@ -111,8 +115,10 @@ class Summary:
     rows: int = 0
     langs: Counter[str] = field(default_factory=Counter)
     sources: set[str] = field(default_factory=set)
+    columns: list[str] = field(default_factory=list)
 
     def add(self, table: pa.Table) -> None:
+        self.columns = self.columns or table.column_names
         self.rows += table.num_rows
         if table.num_rows:
             self.langs.update({v["values"]: v["counts"] for v in pc.value_counts(table.column("lang")).to_pylist()})
@@ -135,6 +141,20 @@ def _records(fmt: str, table: pa.Table) -> list[dict[str, Any]]:
 JSONL_FILES = {"jsonl": "train.jsonl", "alpaca": "alpaca.jsonl", "sharegpt": "sharegpt.jsonl"}
 
 
+def export_fingerprint(rows: StageOutput | pa.Table, settings: ExportSettings) -> str:
+    """What names this export's data files: the rows' fingerprint (a table's content) and what shapes the files.
+    Every export is a folder named ``final`` with the same card, so a cache keyed on names (``datasets``' builder
+    cache, axolotl's prepared data) would serve one export's rows for another's; these names differ."""
+    if isinstance(rows, pa.Table):
+        h = hashlib.blake2b(digest_size=16)
+        for batch in rows.to_batches():
+            h.update(batch.serialize())
+        source = h.hexdigest()
+    else:
+        source = rows.fingerprint
+    return fingerprint({"rows": source, "rows_per_shard": settings.rows_per_shard, "version": __version__}, 12)
+
+
 def export(rows: StageOutput | pa.Table, rundir: str | Path, settings: ExportSettings | None = None,
            card: dict[str, Any] | None = None, batch_size: int = EXPORT_BATCH) -> Path:
     """Write ``RUNDIR/final/`` from the final rows; returns the folder. Rewrites it whole (it is derived).
@@ -147,6 +167,7 @@ def export(rows: StageOutput | pa.Table, rundir: str | Path, settings: ExportSet
         raise ExportError(f"unknown export format(s) {sorted(bad)}: choose from {', '.join(FORMATS)}")
     total = rows.num_rows if isinstance(rows, pa.Table) else sum(pq.ParquetFile(p).metadata.num_rows
                                                                   for p in rows.shards)
+    fp = export_fingerprint(rows, settings)
     final = Path(rundir) / "final"
     tmp = final.with_name("final.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -166,7 +187,7 @@ def export(rows: StageOutput | pa.Table, rundir: str | Path, settings: ExportSet
             while True:  # the batch across as many shards as it fills
                 if writer is None:
                     writer = stack.enter_context(pq.ParquetWriter(
-                        tmp / "data" / f"train-{shard:05d}-of-{n:05d}.parquet", table.schema, compression="zstd"))
+                        tmp / "data" / f"train-{fp}-{shard:05d}-of-{n:05d}.parquet", table.schema, compression="zstd"))
                 room = settings.rows_per_shard - in_shard if shard + 1 < n else table.num_rows
                 part = table.slice(start, room)
                 if part.num_rows:
@@ -177,50 +198,23 @@ def export(rows: StageOutput | pa.Table, rundir: str | Path, settings: ExportSet
                     writer, shard, in_shard = None, shard + 1, 0
                 if start >= table.num_rows:
                     break
-    _write_snippets(tmp, settings)
-    atomic_write_text(tmp / "README.md", dataset_card(summary, settings, card or {}))
+    _write_snippets(tmp, settings, fp)
+    atomic_write_text(tmp / "README.md", dataset_card(summary, settings, card or {}, fp))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
 
 
-def _write_snippets(folder: Path, settings: ExportSettings) -> None:
-    """Config snippets that point each trainer at this folder."""
-    snip = folder / "trainers"
-    snip.mkdir()
-    atomic_write_text(snip / "trl_sft.py", f'''"""Fine-tune on this dataset with TRL (run next to final/)."""
-from datasets import load_dataset
-from trl import SFTConfig, SFTTrainer
+TRAINERS = Path(__file__).parent / "data" / "trainers"  # config templates, one per trainer file written
 
-dataset = load_dataset("parquet", data_dir="final/data", split="train")
-# Prompt-completion form: the loss is on the answer only, with any chat template (no generation markers needed).
-dataset = dataset.map(lambda row: {{"prompt": row["messages"][:1], "completion": row["messages"][1:]}},
-                      remove_columns=dataset.column_names)
-trainer = SFTTrainer(
-    model="HuggingFaceTB/SmolLM2-135M-Instruct",  # or a local model directory
-    train_dataset=dataset,
-    args=SFTConfig(output_dir="sft-{settings.name}", num_train_epochs=1),
-)
-trainer.train()
-''')
-    atomic_write_text(snip / "axolotl.yaml", f"""# axolotl: chat_template dataset in OpenAI messages format
-datasets:
-  - path: final/data
-    ds_type: parquet
-    type: chat_template
-    field_messages: messages
-    message_property_mappings:
-      role: role
-      content: content
-    roles_to_train: ["assistant"]
-dataset_prepared_path: last_run_prepared
-output_dir: ./outputs/{settings.name}
-""")
-    atomic_write_text(snip / "llamafactory_dataset_info.json", json.dumps({settings.name: {
-        "file_name": "final/data", "formatting": "sharegpt", "load_from": "file",
-        "columns": {"messages": "messages"},
-        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
-    }}, indent=2) + "\n")
+
+def _write_snippets(folder: Path, settings: ExportSettings, fp: str) -> None:
+    """Configs that run as given with one thing supplied, the base model (``trainers/README.md`` says how). Each
+    finds the data from its own folder (``../data``), so they work in the export and in a copy of its Hub repo."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", settings.name).strip("-") or "synth"
+    values = {"name": settings.name, "slug": slug, "fingerprint": fp, "version": __version__}
+    for template in sorted(p for p in TRAINERS.iterdir() if p.is_file()):  # not the __pycache__ pip may add
+        atomic_write_text(folder / "trainers" / template.name, Template(template.read_text()).substitute(values))
 
 
 DESCRIPTION = ("Instruction-tuning pairs built from native text: every **response** is a human-written fragment in "
@@ -228,7 +222,44 @@ DESCRIPTION = ("Instruction-tuning pairs built from native text: every **respons
                "fragment and translated into the same language.")
 
 
-def dataset_card(summary: Summary, settings: ExportSettings, info: dict[str, Any]) -> str:
+def _jsonl_line(formats: tuple[str, ...]) -> str:
+    written = [JSONL_FILES[f] for f in formats if f in JSONL_FILES]
+    if written:
+        return f" The same rows as JSON lines: {', '.join(f'`{w}`' for w in written)}."
+    return " JSONL, Alpaca or ShareGPT copies: `synth export --out RUNDIR --format jsonl,alpaca,sharegpt`."
+
+
+COLUMNS = {  # what the card says of each column the export may write (``bt_*`` together)
+    "id": "a stable row id (from the fragment's source and position)",
+    "lang": "the language code of the pair",
+    "messages": "the pair as a chat: user = instruction, assistant = the native fragment",
+    "instruction": "the instruction in the target language (backtranslated)",
+    "response": "the native fragment, untouched",
+    "instruction_en": "the instruction as the LLM wrote it, in English",
+    "response_en": "the fragment translated into English (what the LLM read)",
+    "quality": "the judge's score, 1-5",
+    "quality_expected": "the judge's score expected from its token probabilities",
+    "quality_reason": "the judge's reason",
+    "relevance": "how well the English instruction fits the English response (cosine or reranker score)",
+    "cluster": "the k-means cluster the row was selected from",
+    "lid_score": "the language ID confidence of the fragment",
+    "source": "the file or corpus the fragment came from",
+    "source_id": "the document in that source",
+    "task_type": "the kind of instruction asked for",
+    "bt_": "stage 5's checks of the backtranslated instruction (round trip, language, script, numbers, names)",
+}
+
+
+def _column_rows(columns: list[str]) -> str:
+    described = [c for c in columns if not c.startswith("bt_")]
+    checks = [c for c in columns if c.startswith("bt_")]
+    rows = [f"| `{c}` | {COLUMNS.get(c, '')} |" for c in described]
+    if checks:
+        rows.append(f"| {', '.join(f'`{c}`' for c in checks)} | {COLUMNS['bt_']} |")
+    return "\n".join(rows)
+
+
+def dataset_card(summary: Summary, settings: ExportSettings, info: dict[str, Any], fp: str = "") -> str:
     """README.md with a YAML header that ``datasets`` understands, sizes, funnel, models and licences."""
     langs = [{"values": k, "counts": v} for k, v in sorted(summary.langs.items(), key=lambda kv: -kv[1])]
     lang_rows = "\n".join(f"| {v['values']} | {v['counts']:,} |" for v in langs)
@@ -246,7 +277,7 @@ configs:
   - config_name: default
     data_files:
       - split: train
-        path: data/*.parquet
+        path: data/train-{fp}-*.parquet
 language:
 {chr(10).join(f"  - {v['values']}" for v in langs)}
 task_categories:
@@ -271,10 +302,16 @@ Total: {summary.rows:,} rows.{why}
 
 ## Format
 
-`data/*.parquet`, one row per pair: `messages` (user: instruction, assistant: native fragment), and flat columns
-`id`, `lang`, `instruction`, `response`, with the English intermediates, judge scores and lineage
-(`source`, `source_id`). Load with `datasets.load_dataset("parquet", data_dir="data")`; `trainers/` has
-snippets for TRL, axolotl and LLaMA-Factory.
+`data/train-{fp}-*.parquet` (`{fp}`: this export's fingerprint, so no cache mistakes another export for it), one
+row per pair:
+
+| column | what it holds |
+|---|---|
+{_column_rows(summary.columns)}
+
+Load with `datasets.load_dataset("path/to/this/folder", split="train")`.{_jsonl_line(settings.formats)}
+`trainers/` has configs for TRL, axolotl and LLaMA-Factory that run as given with a base model
+(`trainers/README.md`).
 
 ## How it was made
 

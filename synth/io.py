@@ -22,6 +22,8 @@ from synth.errors import SynthError
 from synth.identity import file_digest
 
 SHARD_META_KEY = b"synth"
+_UMASK = os.umask(0o022)  # read once, at import (os.umask both sets and returns it: no thread races here yet)
+os.umask(_UMASK)
 
 
 class ShardError(SynthError):
@@ -41,6 +43,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it: mkstemp's 0600 hid the card from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

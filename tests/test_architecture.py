@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [
 def modules() -> dict[str, Path]:
     out = {}
     for path in SYNTH.rglob("*.py"):
+        if (SYNTH / "data") in path.parents:  # files synth writes out (trainer configs), never imported
+            continue
         parts = path.relative_to(SYNTH.parent).with_suffix("").parts
         out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return out

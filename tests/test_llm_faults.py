@@ -385,27 +385,55 @@ def test_concurrency_auto_keeps_its_start_on_a_server_without_readable_metrics()
         assert asyncio.run(running(proxy.base_url)) is None  # 404
 
 
-def test_concurrency_auto_stops_doubling_when_the_kv_cache_is_half_full():
-    """Doubling while the KV cache has room, then holding once it is half full (twice the sequences would not fit:
-    vLLM would preempt and recompute). Both gauges are read from real Prometheus text over HTTP; the answers are
-    scripted (what a loaded vLLM reports), so the rule is tested, not a server's timing."""
+def _adapt_to(pages: list[bytes]) -> OpenAIEngine:
+    """Run concurrency "auto" against a server whose /metrics answers ``pages`` in turn (real Prometheus text over
+    HTTP; scripted, so the rule is tested, not a server's timing), the engine always as busy as it may be."""
     import asyncio
 
     import httpx
 
-    pages = iter([b"vllm:num_requests_running 30\nvllm:kv_cache_usage_perc 0.2\n",  # room: 32 -> 64
-                  b"vllm:num_requests_running 40\nvllm:kv_cache_usage_perc 0.7\n"])  # 70 % full: stay at 64
-
-    def behaviour(call):
-        return Reply(body=next(pages), status=200)
+    answers = iter(pages)
 
     async def adapt(eng: OpenAIEngine) -> None:
         async with httpx.AsyncClient() as client:
-            eng.running = 4096  # always as busy as it may be: the engine is the limit, so it probes the server
+            eng.running = 4096  # the engine is the limit, so it probes the server
             await asyncio.wait_for(eng._adapt(client, asyncio.Semaphore(eng.concurrency)), 30)
 
-    with FaultProxy(behaviour=behaviour) as proxy:
+    with FaultProxy(behaviour=lambda call: Reply(body=next(answers), status=200)) as proxy:
         eng = OpenAIEngine("m", base_url=proxy.base_url, api_key_env="", probe_seconds=0.001)
         asyncio.run(adapt(eng))
+    return eng
+
+
+def _metrics(running: int, kv: float, preempted: int = 0) -> bytes:
+    return (f"vllm:num_requests_running {running}\nvllm:kv_cache_usage_perc {kv}\n"
+            f"vllm:num_preemptions_total {preempted}\n").encode()
+
+
+def test_concurrency_auto_stops_doubling_when_the_kv_cache_is_half_full():
+    """Doubling while the KV cache has room, then holding once it is half full (twice the sequences would not fit:
+    vLLM would preempt and recompute)."""
+    eng = _adapt_to([_metrics(30, 0.2),  # room: 32 -> 64
+                     _metrics(40, 0.7)])  # 70 % full: stay at 64
     assert eng.concurrency == 64
     assert eng.adaptations[-1] == "the server runs 40 at once with its KV cache 70% full; concurrency stays 64"
+
+
+def test_concurrency_auto_steps_back_when_a_doubling_fills_the_kv_cache():
+    """What a CPU vLLM server did in bench/stage_llm.py: room at 64, so 128; at 128 it admitted 68 and filled its
+    KV cache 80 %, then preempted. The doubling overshot: back to 64, where it fitted."""
+    eng = _adapt_to([_metrics(30, 0.1), _metrics(60, 0.3),  # 32 -> 64 -> 128
+                     _metrics(68, 0.8)])  # 80 % full: back to 64
+    assert eng.concurrency == 64
+    assert eng.adaptations[-1] == ("the server runs 68 at once with its KV cache 80% full and 0 preempted; "
+                                   "concurrency back to 64")
+
+
+def test_concurrency_auto_steps_back_when_a_doubling_makes_the_server_preempt():
+    """Preemptions counted before the doubling do not count against it; preemptions since do, however empty the
+    KV cache looks at the probe (vLLM frees an evicted sequence's blocks)."""
+    eng = _adapt_to([_metrics(30, 0.1, preempted=3),  # 32 -> 64 (3 preempted earlier, at 32)
+                     _metrics(50, 0.4, preempted=5)])  # 2 more since the doubling: back to 32
+    assert eng.concurrency == 32
+    assert eng.adaptations[-1] == ("the server runs 50 at once with its KV cache 40% full and 2 preempted; "
+                                   "concurrency back to 32")

@@ -41,6 +41,12 @@ def _fail(e: Exception) -> None:
     raise typer.Exit(2)
 
 
+def export_formats(given: list[str] | None) -> list[str] | None:
+    """``--format jsonl,alpaca`` or ``--format jsonl --format alpaca``: the export's formats, Parquet always first."""
+    extra = [f.strip() for item in given or [] for f in item.split(",") if f.strip() and f.strip() != "parquet"]
+    return ["parquet", *dict.fromkeys(extra)] if given else None
+
+
 def _engine_options(pairs: list[str] | None) -> dict:
     """``KEY=VALUE`` pairs to engine keyword arguments (numbers and booleans parsed)."""
     out: dict = {}

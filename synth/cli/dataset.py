@@ -20,6 +20,7 @@ from synth.cli.common import (
     _fail,
     app,
     console,
+    export_formats,
 )
 from synth.config import parse_count
 from synth.errors import SynthError
@@ -305,7 +306,8 @@ def audit_cmd(
 @app.command("export")
 def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its last stage's output)."),
-    format: list[str] = typer.Option(None, "--format", "-f", help="parquet (always), jsonl, alpaca, sharegpt."),
+    format: list[str] = typer.Option(None, "--format", "-f", help="Copies beside the Parquet (always written), "
+                                     "comma-separated or repeated: jsonl, alpaca, sharegpt."),
     license: list[str] = typer.Option(None, help="SOURCE=LICENCE for the dataset card (SOURCE * for all)."),
     config: Path = typer.Option(None, help=CONFIG_HELP),
     push_to_hub: str = typer.Option(None, help="Then upload final/ to the Hugging Face hub as this dataset repo "
@@ -317,7 +319,7 @@ def export_cmd(
     from synth.orchestrate import RunSettings, export_run
     from synth.registry import EXPORT
 
-    flags = {"formats": ["parquet", *format] if format else None,
+    flags = {"formats": export_formats(format),
              "licenses": dict(pair.split("=", 1) for pair in license if "=" in pair) if license else None}
     try:
         final, rows = export_run(out, RunSettings.load(config, sections={EXPORT: flags}))
@@ -341,7 +343,8 @@ def run_cmd(
     translator: str = typer.Option(None, help="'llm', 'seq2seq' (with --mt-model) or 'apertium' for stages 2 "
                                    "and 5."),
     mt_model: str = typer.Option(None, help="Seq2seq MT model for stages 2 and 5."),
-    format: list[str] = typer.Option(None, "--format", "-f", help="Extra export formats: jsonl, alpaca, sharegpt."),
+    format: list[str] = typer.Option(None, "--format", "-f", help="Copies beside the Parquet (always written), "
+                                     "comma-separated or repeated: jsonl, alpaca, sharegpt."),
     decontaminate: list[str] = typer.Option(None, help="Evaluation files (JSONL, Parquet, datasets folders) whose "
                                             "text fragments and final rows must not overlap. Repeatable."),
     workers: int = typer.Option(None, help="Worker processes for extraction (default 1)."),
@@ -365,7 +368,7 @@ def run_cmd(
                  "executor": executor, "ray_address": ray_address}
         sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
                     "decontaminate": {"paths": decontaminate or None},
-                    EXPORT: {"formats": ["parquet", *format] if format else None}}
+                    EXPORT: {"formats": export_formats(format)}}
         for spec in PIPELINE:  # engine copies: every stage that calls a model, as the registry says
             if spec.uses_model:
                 sections[spec.section] = {**sections.get(spec.section, {}), "replicas": replicas, "gpus": gpus}

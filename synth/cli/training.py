@@ -248,6 +248,26 @@ def _eval_model(model: str) -> str:
     return model
 
 
+def _harness(cfg: dict, out: Path) -> None:
+    """Run the harness tasks of ``cfg`` and print their table (what ``OUT/harness.json`` holds)."""
+    from synth.eval.harness import run_harness
+    from synth.lang import canonical
+    from synth.models import resolve_model
+
+    langs = {canonical(lang) for lang in cfg["langs"]} if cfg["langs"] else None
+    res = run_harness(resolve_model(_eval_model(cfg["model"])), cfg["harness"], out, cfg["data"], langs=langs,
+                      limit=cfg["limit"])
+    table = Table(title=f"lm-evaluation-harness {res['lm_eval']} on {res['device']}: {res['model']}")
+    for col in ("task", "metric", "value", "± stderr", "n"):
+        table.add_column(col, justify="left" if col in ("task", "metric") else "right")
+    for task, scores in res["tasks"].items():
+        n = res["n_samples"].get(task, {}).get("effective")
+        for metric, value in scores.items():
+            table.add_row(task, metric, _fmt(value, 3), _fmt(res["stderr"][task].get(metric), 3), _fmt(n))
+    console.print(table)
+    console.print(f"[green]harness[/green] → {out / 'harness.json'} (task configs: {out / 'harness_tasks'})")
+
+
 @app.command("eval")
 def eval_cmd(
     model: str = typer.Argument(None, help="Model: directory, a `synth train` output, hub name, or 'smollm2'."),
@@ -271,9 +291,14 @@ def eval_cmd(
                             "fastText path."),
     engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
     cache: str = typer.Option(None, help="Request cache (sqlite path); default none."),
+    harness: list[str] = typer.Option(None, help="lm-evaluation-harness tasks (comma-separated or repeated): "
+                                      "'local' for --data's mc.jsonl and translation.jsonl as harness tasks, or any "
+                                      "harness task name (belebele_swh_Latn, global_mmlu_sw…; data from the hub "
+                                      "or its cache). Without --tasks, only these run."),
     config: Path = typer.Option(None, help="A run.toml; flags override its \\[eval] section."),
 ) -> None:
-    """Evaluate a model per language: response language, ROUGE, chrF++/BLEU, multiple choice, LLM judges."""
+    """Evaluate a model per language: response language, ROUGE, chrF++/BLEU, multiple choice, LLM judges, and
+    lm-evaluation-harness tasks."""
     from synth.config import ConfigError
     from synth.eval import evaluate
     from synth.models import ModelNotFound
@@ -282,15 +307,20 @@ def eval_cmd(
              "engine": engine, "judge_model": judge_model, "judge_engine": judge_engine,
              "baseline_model": baseline_model, "limit": limit, "max_tokens": max_tokens,
              "judge_max_tokens": judge_max_tokens, "mc_format": mc_format, "lid": lid,
-             "engine_options": _engine_options(engine_opt) or None, "cache": cache}
+             "engine_options": _engine_options(engine_opt) or None, "cache": cache, "harness": _split(harness)}
     defaults = {"model": None, "data": None, "tasks": None, "langs": None, "engine": "hf", "judge_model": None,
                 "judge_engine": None, "baseline_model": None, "limit": None, "max_tokens": 128,
-                "judge_max_tokens": 128, "mc_format": "cloze", "lid": "auto", "engine_options": None, "cache": None}
+                "judge_max_tokens": 128, "mc_format": "cloze", "lid": "auto", "engine_options": None, "cache": None,
+                "harness": None}
     try:
-        cfg = config_section(config, "eval", defaults, flags, whole=("tasks", "langs", "engine_options"))
+        cfg = config_section(config, "eval", defaults, flags, whole=("tasks", "langs", "engine_options", "harness"))
         if not cfg["model"]:
             raise ConfigError("give the MODEL to evaluate (argument, or model = ... in the config's [eval])")
         record(out, {"eval": cfg})
+        if cfg["harness"]:
+            _harness(cfg, out)
+            if not cfg["tasks"]:
+                return
         res = evaluate(_eval_model(cfg["model"]), tasks=cfg["tasks"], langs=cfg["langs"], data_dir=cfg["data"],
                        engine=cfg["engine"], out_dir=out, judge_model=cfg["judge_model"],
                        judge_engine=cfg["judge_engine"], baseline_model=cfg["baseline_model"], limit=cfg["limit"],

@@ -44,6 +44,7 @@ REQUIRED = {"prompts.jsonl": ("lang", "prompt"), "summarization.jsonl": ("lang",
             "translation.jsonl": ("src", "tgt", "src_lang", "tgt_lang"),
             "mc.jsonl": ("lang", "question", "choices", "answer")}
 LANG_FIELDS = ("lang", "src_lang", "tgt_lang")
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "eval"  # the default data_dir
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -262,7 +263,7 @@ def evaluate(
     from synth.eval.report import write_report
 
     t0 = time.perf_counter()
-    data_dir = Path(data_dir) if data_dir else Path(__file__).resolve().parents[2] / "examples" / "eval"
+    data_dir = Path(data_dir) if data_dir else EXAMPLES
     want = {canonical(x) for x in langs} if langs else None
     explicit = tasks is not None
     tasks = list(tasks) if tasks is not None else list(TASKS)

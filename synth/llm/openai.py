@@ -7,7 +7,8 @@ with one wake-up, under a semaphore of ``concurrency``; ``stream`` (``OpenAIFeed
 submitted. By default (``concurrency="auto"``) the engine finds how many a vLLM server runs at once: starting at
 ``AUTO_START`` it doubles while the server's ``/metrics`` show it running more than half of what it sends and its KV
 cache less than half full (twice as many sequences would overfill it: vLLM then preempts sequences and computes them
-again, which costs throughput), and steps back once when that count stays at half or below (a vLLM server runs up to 128
+again, which costs throughput), and steps back once when a doubling overshot (the server preempts or its KV cache fills
+three quarters) or when that count stays at half or below (synth.llm.autoconcurrency; a vLLM server runs up to 128
 sequences on a CPU, 256 on most GPUs, 1,024 on an H100 or H200, fewer when its KV cache fills). A server without vLLM's
 metrics keeps ``AUTO_START``. Each attempt has a hard time limit; 429, 5xx, timeouts and connection failures (a reset, a
 refused connection while a server restarts) are retried with exponential backoff and jitter, honouring ``Retry-After``,
@@ -33,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from synth.llm.autoconcurrency import AUTO_MAX, AUTO_START, ServerState, adapt, server_state
 from synth.llm.base import Engine
 from synth.llm.precision import UNKNOWN, canonical_dtype
 from synth.llm.request import Request, Result, finish, options_key
@@ -42,13 +44,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = {429, 500, 502, 503, 504}
-AUTO_START = 32  # concurrency "auto": where it starts, and where it stays on a server without vLLM's metrics
-AUTO_MAX = 4096
-RUNNING = "vllm:num_requests_running"  # a vLLM server's gauge of the sequences it runs now
-KV_USAGE = "vllm:kv_cache_usage_perc"  # ...and of the share of its KV cache in use (0-1)
-KV_ROOM = 0.5  # "auto" doubles only while the KV cache is less than this full: twice as many sequences must fit
-FLAT_PROBES = 3  # probes in a row that find the server's count no longer rising: it runs all it can...
-FLAT_SECONDS = 6.0  # ...and for at least this long (a slow server admits a burst over seconds)
 POOL = 32  # connections per HTTP client (``_Clients``)
 
 
@@ -279,42 +274,10 @@ class OpenAIEngine(Engine):
             self.retries += 1
             await asyncio.sleep(wait)
 
-    # -- concurrency "auto" ---------------------------------------------------------------------------------
+    # -- concurrency "auto" (synth.llm.autoconcurrency) --------------------------------------------------------
 
     async def _adapt(self, client: Any, sem: asyncio.Semaphore) -> None:
-        """Double ``concurrency`` each time the server runs more than half of it (more than the step before allowed:
-        it has room) while its KV cache is less than ``KV_ROOM`` full; at ``KV_ROOM`` or more, twice the sequences
-        would not fit in it (vLLM would preempt and recompute them), so it stays and stops. When it runs at most half
-        and that count stops rising for ``FLAT_PROBES`` probes in a row and ``FLAT_SECONDS``, whatever limits it (its
-        sequence cap, KV cache or prefill budget) is reached: step back once and stop. A count still rising is a
-        server admitting a burst (prefill takes a while on a CPU): wait. Stops at once on a server without vLLM's
-        metrics. Probes only while this engine is the limit."""
-        flat, last, rose = 0, -1.0, time.monotonic()
-        while self.concurrency < AUTO_MAX:
-            await asyncio.sleep(self.probe_seconds)
-            if self.running < self.concurrency:
-                continue
-            running, kv = await self._server_state(client)
-            if running is None:
-                self._adapted(f"no vLLM metrics at {self._metrics_url()}; concurrency stays {self.concurrency}")
-                return
-            if running > self.concurrency / 2 and kv is not None and kv >= KV_ROOM:
-                self._adapted(f"the server runs {int(running)} at once with its KV cache {kv:.0%} full; "
-                              f"concurrency stays {self.concurrency}")
-                return
-            if running > self.concurrency / 2:
-                self._resize(sem, min(AUTO_MAX, self.concurrency * 2))
-                self._adapted(f"the server runs {int(running)} at once; concurrency {self.concurrency}")
-                flat, last, rose = 0, -1.0, time.monotonic()
-                continue
-            flat = flat + 1 if running <= last else 0
-            rose = rose if running <= last else time.monotonic()
-            last = running
-            if flat >= FLAT_PROBES and time.monotonic() - rose >= FLAT_SECONDS:
-                if self.concurrency > AUTO_START:
-                    self._resize(sem, self.concurrency // 2)
-                self._adapted(f"the server runs no more than {int(running)} at once; concurrency {self.concurrency}")
-                return
+        await adapt(self, client, sem)
 
     def _adapted(self, what: str) -> None:
         self.adaptations.append(what)
@@ -334,27 +297,10 @@ class OpenAIEngine(Engine):
 
     async def _server_running(self, client: Any) -> float | None:
         """Requests the server runs now (vLLM's gauge, summed over its engines), or None without it."""
-        return (await self._server_state(client))[0]
+        return (await self._server_state(client)).running
 
-    async def _server_state(self, client: Any) -> tuple[float | None, float | None]:
-        """Requests the server runs now (vLLM's gauge, summed over its engines) and the share of KV cache in use
-        (the fullest engine's); None for what its metrics do not say (both without readable metrics)."""
-        try:
-            resp = await client.get(self._metrics_url(), headers=self._headers(), timeout=10)
-        except Exception:
-            return None, None
-        if resp.status_code != 200:
-            return None, None
-        gauges: dict[str, list[float]] = {RUNNING: [], KV_USAGE: []}
-        try:
-            for line in resp.text.splitlines():
-                name = line.split("{", 1)[0].split(" ", 1)[0]
-                if name in gauges:
-                    gauges[name].append(float(line.rsplit(" ", 1)[1]))
-        except (IndexError, ValueError):  # not Prometheus text after all: as good as no metrics
-            return None, None
-        running, kv = gauges[RUNNING], gauges[KV_USAGE]
-        return (sum(running) if running else None), (max(kv) if kv and running else None)
+    async def _server_state(self, client: Any) -> ServerState:
+        return await server_state(client, self._metrics_url(), self._headers())
 
     async def _post(self, client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
