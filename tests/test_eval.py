@@ -282,6 +282,9 @@ def engine():
 
 
 def test_loglikelihood_equals_a_manual_forward_pass(engine):
+    """What the harness computes for synth's pairs, in synth's order, is log p(continuation | context) by one
+    forward pass, tokenised as the harness does (the pair whole, then split at the context's tokens, the context's
+    trailing newline moved to the continuation)."""
     import torch
 
     model, tok = engine.model, engine.tokenizer
@@ -289,13 +292,16 @@ def test_loglikelihood_equals_a_manual_forward_pass(engine):
                                   add_generation_prompt=True)
     conts = ["Paris", "The capital of France is Paris."]
     ours = loglikelihoods(model, tok, [(ctx, c) for c in conts])
-    for (ll, n), cont in zip(ours, conts, strict=True):
-        c = tok(ctx, add_special_tokens=False)["input_ids"]
-        x = tok(cont, add_special_tokens=False)["input_ids"]
+    assert len(ours) == 2 and ours[0] != ours[1]
+    for ll, cont in zip(ours, conts, strict=True):
+        head = ctx.rstrip()
+        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+        c = tok(head, add_special_tokens=False)["input_ids"]
+        x = whole[len(c):]
         with torch.inference_mode():
-            logits = model(torch.tensor([c + x])).logits[0]
+            logits = model(torch.tensor([whole])).logits[0]
         manual = sum(torch.log_softmax(logits[len(c) - 1 + k].float(), -1)[t].item() for k, t in enumerate(x))
-        assert n == len(x) and ll == pytest.approx(manual, abs=1e-3)
+        assert ll == pytest.approx(manual, abs=1e-3)
 
 
 def test_mc_picks_the_choice_the_model_prefers(engine):

@@ -104,43 +104,21 @@ def _limit(rows: list[dict[str, Any]], limit: int | None, key: str = "lang") -> 
 # ------------------------------------------------------------------------------------------------ mc
 
 
-def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8,
-                   device: Any = None) -> list[tuple[float, int]]:
-    """``(sum of log p(continuation tokens | context), number of tokens)`` for each ``(context, continuation)``.
+def loglikelihoods(model: Any, tokenizer: Any, pairs: Sequence[tuple[str, str]], batch_size: int = 8
+                   ) -> list[float]:
+    """log p(continuation | context) for each ``(context, continuation)``, computed by lm-evaluation-harness (its
+    transformers model class, over the model already loaded): the numbers the community's multiple-choice tasks
+    use, with the harness's batching and tokenisation (the pair encoded whole, then split; a context's trailing
+    whitespace moved to the continuation)."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
 
-    Context and continuation are tokenised separately and concatenated (no special tokens added), so the
-    continuation's tokens are exactly those scored; one forward pass per batch, right padding.
-    """
-    import torch
-
-    device = device or next(model.parameters()).device
-    enc = []
     for ctx, cont in pairs:
-        c = tokenizer(ctx, add_special_tokens=False)["input_ids"]
-        x = tokenizer(cont, add_special_tokens=False)["input_ids"]
-        if not c or not x:
+        if not ctx or not cont:
             raise ValueError(f"empty context or continuation: {ctx[:40]!r} / {cont[:40]!r}")
-        enc.append((c, x))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out: list[tuple[float, int]] = [(0.0, 0)] * len(enc)
-    order = sorted(range(len(enc)), key=lambda i: -(len(enc[i][0]) + len(enc[i][1])))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs = [enc[i][0] + enc[i][1] for i in idx]
-        width = max(map(len, seqs))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for r, s in enumerate(seqs):
-            ids[r, : len(s)] = torch.tensor(s)
-            mask[r, : len(s)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-        for r, i in enumerate(idx):
-            c, x = enc[i]
-            rows = logits[r, len(c) - 1 : len(c) + len(x) - 1].float().log_softmax(-1)
-            lp = rows.gather(1, torch.tensor(x, device=rows.device).unsqueeze(1)).sum()
-            out[i] = (float(lp), len(x))
-    return out
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+    return [float(ll) for ll, _greedy in lm.loglikelihood(requests, disable_tqdm=True)]
 
 
 LETTERS = "ABCDEFGHIJ"
@@ -177,7 +155,7 @@ def score_mc(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], fmt: st
     lls = loglikelihoods(model, tokenizer, pairs, batch_size=batch_size)
     out = []
     for rec, (a, b) in zip(rows, spans, strict=True):
-        ll = [s for s, _ in lls[a:b]]
+        ll = lls[a:b]
         norm = [s / max(1, len(cont)) for s, (_, cont) in zip(ll, pairs[a:b], strict=True)]
         pred = max(range(len(ll)), key=ll.__getitem__)
         pred_norm = max(range(len(norm)), key=norm.__getitem__)
