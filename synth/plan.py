@@ -32,6 +32,58 @@ GPU_PROFILES: dict[str, dict[str, tuple[float, float]]] = {
 NOT_SELECTED = "not_selected"
 
 
+@dataclass(frozen=True)
+class Prices:
+    """What the work costs, in one currency: a GPU-hour and a CPU-hour of your own machines, or a hosted API's
+    price per million input and output tokens (less ``batch_discount``, a share: 0.5 for a batch API at half
+    price). With token prices the stages that call a model are priced by their tokens (the API runs them, no GPU
+    of yours); without, by their GPU-hours. ``[plan.prices]`` in a config holds the same keys."""
+
+    gpu_hour: float = 0.0
+    cpu_hour: float = 0.0
+    input_per_million: float | None = None
+    output_per_million: float | None = None
+    batch_discount: float = 0.0
+    currency: str = "USD"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.batch_discount < 1:
+            raise ValueError(f"batch_discount is a share of the token price, 0 to 1, not {self.batch_discount}")
+        if (self.input_per_million is None) != (self.output_per_million is None):
+            raise ValueError("give both token prices (input and output per million), or neither")
+        if min(self.gpu_hour, self.cpu_hour, self.input_per_million or 0, self.output_per_million or 0) < 0:
+            raise ValueError("prices cannot be negative")
+
+    @property
+    def by_tokens(self) -> bool:
+        return self.input_per_million is not None
+
+    def stage_cost(self, stage: dict[str, Any]) -> float:
+        """One projected stage's cost: its tokens at the API's prices, or its GPU-hours at yours; its CPU-hours."""
+        cost = stage["cpu_hours"] * self.cpu_hour
+        if self.by_tokens:
+            tokens = (stage["prompt_tokens"] * self.input_per_million
+                      + stage["completion_tokens"] * (self.output_per_million or 0.0)) / 1e6
+            return cost + tokens * (1 - self.batch_discount)
+        return cost + stage["gpu_hours"] * self.gpu_hour
+
+    def describe(self) -> str:
+        if self.by_tokens:
+            off = f", {self.batch_discount:.0%} batch discount" if self.batch_discount else ""
+            return (f"API tokens at {self.input_per_million:g} in / {self.output_per_million:g} out {self.currency} "
+                    f"per million{off}; CPU-hour {self.cpu_hour:g}")
+        return f"GPU-hour {self.gpu_hour:g} {self.currency}, CPU-hour {self.cpu_hour:g}"
+
+
+def priced(p: dict[str, Any], prices: Prices) -> dict[str, Any]:
+    """The plan with each stage's cost, the extraction's and the total (the plan's usage, priced apart: the
+    same projection prices again without being recomputed)."""
+    stages = [{**s, "cost": round(prices.stage_cost(s), 2)} for s in p["stages"]]
+    extract = round(p["extract_cpu_hours"] * prices.cpu_hour, 2)
+    return {**p, "stages": stages, "extract_cost": extract, "cost": round(extract + sum(s["cost"] for s in stages), 2),
+            "prices": {**asdict(prices), "described": prices.describe()}}
+
+
 @dataclass
 class StagePlan:
     stage: str

@@ -487,3 +487,43 @@ def test_push_to_hub_uploads_every_file_of_the_folder_and_its_card(tmp_path, mon
     assert sent == local
     assert "configs:" in sent["README.md"].decode() and "path: data/train-" in sent["README.md"].decode()
     assert "trainers/trl_sft.py" in sent and "trainers/dataset_info.json" in sent  # the configs travel with the data
+
+
+def test_plan_prices_gpu_hours_or_api_tokens_per_stage(tmp_path):
+    """Money beside GPU-hours: self-hosted, each model stage's GPU-hours at the GPU price and the CPU stages'
+    hours at the CPU price; a hosted API, each model stage's tokens at its prices less the batch discount."""
+    from synth.plan import Prices, priced
+
+    p = plan(SAMPLE_RUN, fragments=1_000_000, gpu="H100", model_size="8b")
+    own = priced(p, Prices(gpu_hour=2.5, cpu_hour=0.05))
+    for s in own["stages"]:
+        assert s["cost"] == pytest.approx(s["gpu_hours"] * 2.5 + s["cpu_hours"] * 0.05, abs=0.01)
+    assert own["cost"] == pytest.approx(sum(s["cost"] for s in own["stages"]) + own["extract_cost"], abs=0.01)
+    assert own["cost"] > 0 and own["extract_cost"] == pytest.approx(p["extract_cpu_hours"] * 0.05, abs=0.01)
+    api = priced(p, Prices(input_per_million=0.15, output_per_million=0.6, batch_discount=0.5))
+    instruct = next(s for s in api["stages"] if s["stage"] == "03_instruct")
+    assert instruct["cost"] == pytest.approx(
+        (instruct["prompt_tokens"] * 0.15 + instruct["completion_tokens"] * 0.6) / 1e6 * 0.5, abs=0.01)
+    assert next(s for s in api["stages"] if s["stage"] == "04_select")["cost"] == 0  # no tokens, no CPU price
+    with pytest.raises(ValueError, match="both token prices"):
+        Prices(input_per_million=1.0)
+    with pytest.raises(ValueError, match="batch_discount"):
+        Prices(batch_discount=1.5)
+
+
+def test_plan_command_prints_the_cost_of_a_million_fragments(tmp_path):
+    from typer.testing import CliRunner
+
+    from synth.cli import app
+
+    config = tmp_path / "prices.toml"
+    config.write_text("[plan.prices]\ngpu_hour = 2.5\ncpu_hour = 0.05\ncurrency = \"EUR\"\n")
+    res = CliRunner().invoke(app, ["plan", str(SAMPLE_RUN), "--fragments", "1M", "--config", str(config),
+                                   "--gpu-price", "3.0", "--json", str(tmp_path / "plan.json")])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    assert saved["prices"]["gpu_hour"] == 3.0 and saved["prices"]["cpu_hour"] == 0.05  # the flag over the config
+    assert f"cost: {saved['cost']:,.2f} EUR" in res.output  # and a cost column in the table (wrapped at 80 columns)
+    assert saved["cost"] > 0 and all("cost" in s for s in saved["stages"])
+    bad = CliRunner().invoke(app, ["plan", str(SAMPLE_RUN), "--fragments", "1M", "--price-in", "1"])
+    assert bad.exit_code == 2 and "both token prices" in bad.output

@@ -389,30 +389,48 @@ def plan(
     target: str = typer.Option(None, help="Or: the final rows wanted (a count); projects the fragments needed."),
     gpu: str = typer.Option("H100", help="GPU profile: H100, H200, A100, L40S, or one in the config."),
     model_size: str = typer.Option("8b", help="Model size of the profile: 1b, 8b, 70b."),
-    config: Path = typer.Option(None, help="A TOML whose [plan.gpus.<GPU>] gives \"<size>\" = [prefill, decode]."),
+    config: Path = typer.Option(None, help="A TOML whose [plan.gpus.<GPU>] gives \"<size>\" = [prefill, decode] "
+                                "and [plan.prices] the prices (gpu_hour, cpu_hour, input_per_million, "
+                                "output_per_million, batch_discount, currency)."),
     prefill_tps: float = typer.Option(None, help="Prompt tokens/s of one GPU (instead of the profile's)."),
     decode_tps: float = typer.Option(None, help="Generated tokens/s of one GPU (instead of the profile's)."),
+    gpu_price: float = typer.Option(None, help="Price of a GPU-hour (your cloud's rate for --gpu)."),
+    cpu_price: float = typer.Option(None, help="Price of a CPU-hour (extraction, embedding, selection, gates)."),
+    price_in: float = typer.Option(None, help="A hosted API: price per million input tokens (with --price-out; "
+                                   "the model stages are then priced by tokens, not GPU-hours)."),
+    price_out: float = typer.Option(None, help="A hosted API: price per million output tokens."),
+    batch_discount: float = typer.Option(None, help="Share off the token prices for a batch API (0.5: half)."),
+    currency: str = typer.Option(None, help="The prices' currency, for the table (default USD)."),
     json_out: Path = typer.Option(None, "--json", help="Also write the plan as JSON."),
 ) -> None:
-    """Project tokens, GPU-hours and CPU-hours of a full run from a small sample run's yields, tokens and times."""
+    """Project tokens, GPU-hours, CPU-hours and, with prices, money of a full run from a small sample run's
+    yields, tokens and times."""
     import tomllib
 
+    from synth.plan import Prices, priced
     from synth.plan import plan as make_plan
 
+    flags = {"gpu_hour": gpu_price, "cpu_hour": cpu_price, "input_per_million": price_in,
+             "output_per_million": price_out, "batch_discount": batch_discount, "currency": currency}
     try:
-        profiles = tomllib.loads(config.read_text()).get("plan", {}).get("gpus") if config else None
+        section = tomllib.loads(config.read_text()).get("plan", {}) if config else {}
         p = make_plan(sample, fragments=parse_count(fragments), target=parse_count(target), gpu=gpu,
-                      model_size=model_size, profiles=profiles, prefill_tps=prefill_tps, decode_tps=decode_tps)
-    except (SynthError, ValueError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
+                      model_size=model_size, profiles=section.get("gpus"), prefill_tps=prefill_tps,
+                      decode_tps=decode_tps)
+        given = {**section.get("prices", {}), **{k: v for k, v in flags.items() if v is not None}}
+        prices = Prices(**given) if given else None
+        p = priced(p, prices) if prices else p
+    except (SynthError, ValueError, TypeError, FileNotFoundError, tomllib.TOMLDecodeError) as e:
         _fail(e)
     table = Table(title=f"plan for {p['fragments']:,} fragments → about {p['final_rows']:,} final rows")
+    money = f"cost ({prices.currency})" if prices else None
     for col in ("stage", "yield", "rows in", "prompt tok/row", "completion tok/row", "tokens", "GPU-hours",
-                "CPU-hours"):
+                "CPU-hours", *([money] if money else [])):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for s in p["stages"]:
         table.add_row(s["stage"], f"{s['yield_']:.2f}", f"{s['rows_in']:,}", f"{s['prompt_tokens_per_row']:.0f}",
                       f"{s['completion_tokens_per_row']:.0f}", f"{s['prompt_tokens'] + s['completion_tokens']:,}",
-                      f"{s['gpu_hours']:.2f}", f"{s['cpu_hours']:.2f}")
+                      f"{s['gpu_hours']:.2f}", f"{s['cpu_hours']:.2f}", *([f"{s['cost']:,.2f}"] if money else []))
     console.print(table)
     if p.get("documents_needed"):
         console.print(f"raw documents needed: about {p['documents_needed']:,} "
@@ -423,5 +441,8 @@ def plan(
                   f"{t['prefill_tokens_per_s']:,.0f} prefill / {t['decode_tokens_per_s']:,.0f} decode tokens/s"
                   f"{' (assumed: measure with bench/llm.py)' if t['gpu'] else ''}; {p['cpu_hours']:.1f} CPU-hours "
                   "at the sample machine's pace")
+    if prices:
+        console.print(f"[bold]cost: {p['cost']:,.2f} {prices.currency}[/bold] ({prices.describe()}; extraction "
+                      f"{p['extract_cost']:,.2f})")
     if json_out:
         json_out.write_text(json.dumps(p, indent=2))
