@@ -82,7 +82,7 @@ def _run_stage(stage: Stage, source: Source, rundir: Path, workers: int, batch_s
         else:
             metas[task.index] = meta
 
-    with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress) as bar:
+    with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress, rundir=rundir) as bar:
         if todo:
             executor.prepare(rundir)
             job = ShardJob(source, out, fp, batch_size, stage.output_schema())

@@ -257,3 +257,51 @@ def test_lineage_check_names_a_stale_downstream_output(tmp_path):
     run_stage(Upper(drop_word="other"), toy_source(), tmp_path, progress=False)  # upstream re-run, new settings
     with pytest.raises(StageError, match="02_length was made from another 01_toy"):
         check_lineage(tmp_path, ["02_length", "01_toy"])
+
+
+def test_progress_file_follows_a_running_stage_and_synth_status_shows_it(tmp_path, monkeypatch):
+    """While a stage runs, RUNDIR/progress.json is rewritten (each shard, and a heartbeat between): shards, rows/s
+    and an ETA from the pace so far, which `synth status` shows and which move as shards finish; at the end the
+    stage is done with no ETA. A run whose process is gone is named so, not shown as running."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    from synth import progress
+    from synth.cli import app
+
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.2)
+    rundir = tmp_path / "run"
+    worker = threading.Thread(target=run_stage, args=(Upper(sleep=0.6), toy_source(400, 50), rundir),
+                              kwargs={"progress": False})
+    worker.start()
+    seen = []
+    deadline = time.time() + 120
+    while worker.is_alive() and time.time() < deadline:
+        try:
+            doc = progress.read_status(rundir)
+        except (FileNotFoundError, ValueError):
+            doc = None
+        if doc and doc["stages"]["01_toy"]["shards_done"] not in {s["shards_done"] for s in seen}:
+            seen.append(doc["stages"]["01_toy"])
+            if len(seen) == 3:
+                shown = CliRunner().invoke(app, ["status", str(rundir)])
+        time.sleep(0.05)
+    worker.join()
+    assert len(seen) >= 3 and all(s["state"] == "running" for s in seen), seen
+    assert seen[-1]["shards_total"] == 8 and seen[-1]["rows"] > seen[1]["rows"] > 0
+    etas = [s["eta_s"] for s in seen if s["eta_s"] is not None]
+    assert len(set(etas)) >= 2 and all(e > 0 for e in etas)  # an ETA that updates
+    assert shown.exit_code == 0 and "running" in shown.output and "01_toy" in shown.output, shown.output
+    final = progress.read_status(rundir)
+    assert final["state"] == "done" and final["stages"]["01_toy"]["shards_done"] == 8
+    assert final["stages"]["01_toy"]["eta_s"] is None and final["stages"]["01_toy"]["rows"] == 400
+
+    doc = json.loads((rundir / "progress.json").read_text())
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    doc.update(state="running", pid=int(dead.stdout), updated=time.time())  # a process that has ended
+    (rundir / "progress.json").write_text(json.dumps(doc))
+    gone = CliRunner().invoke(app, ["status", str(rundir)])
+    assert gone.exit_code == 0 and "gone" in gone.output and "resume" in gone.output, gone.output
+    missing = CliRunner().invoke(app, ["status", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())

@@ -28,6 +28,51 @@ from synth.pipeline import PIPELINE, RUN_FLAGS
 from synth.registry import StageSpec
 
 
+def _status_table(doc: dict[str, Any]) -> Table:
+    """The stages of a run's progress.json, as ``synth status`` shows them."""
+    table = Table(title=f"{doc.get('state', '?')}: stage {doc.get('stage', '?')} (pid {doc.get('pid')} on "
+                        f"{doc.get('host')}, updated {doc['age_s']:.0f} s ago)")
+    for col in ("stage", "state", "shards", "rows", "rows/s", "tokens", "tokens/s", "elapsed", "ETA"):
+        table.add_column(col, justify="left" if col in ("stage", "state") else "right")
+    for key, s in doc.get("stages", {}).items():
+        eta = s.get("eta_s")
+        table.add_row(key, s["state"], f"{s['shards_done']}/{s['shards_total']}", f"{s['rows']:,}",
+                      f"{s['rows_per_s']:,.1f}", f"{s['tokens']:,}", f"{s['tokens_per_s']:,.0f}",
+                      f"{s['elapsed_s'] / 60:.1f} min", f"{eta / 60:.1f} min" if eta is not None else "-")
+    return table
+
+
+@app.command()
+def status(
+    rundir: Path = typer.Argument(..., help="A run directory (its progress.json)."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Refresh every few seconds until the run ends."),
+) -> None:
+    """Follow a run from another terminal: per stage shards done, rows/s, tokens/s and ETA, from
+    RUNDIR/progress.json (rewritten every few seconds while a stage runs)."""
+    import time
+
+    from rich.live import Live
+
+    from synth.progress import HEARTBEAT_S, read_status
+
+    try:
+        doc = read_status(rundir)
+        if not watch:
+            console.print(_status_table(doc))
+        else:
+            with Live(_status_table(doc), console=console, auto_refresh=False) as live:
+                while doc.get("state") == "running":
+                    time.sleep(HEARTBEAT_S)
+                    doc = read_status(rundir)
+                    live.update(_status_table(doc), refresh=True)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        return
+    if doc.get("why"):
+        console.print(f"[yellow]{doc['why']}[/yellow]")
+
+
 @app.command()
 def stats(rundir: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Show a run's per-stage funnel and top drop reasons from RUNDIR/stats.json."""
