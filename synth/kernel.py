@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from synth.budget import BudgetExceeded
 from synth.devices import DeviceError, Gpu, Placement, describe, local_gpus, local_groups
 from synth.errors import SynthError
 from synth.fingerprint import fingerprint
@@ -354,7 +355,7 @@ def run_tasks(stage: Stage, job: ShardJob, tasks: list[Task], done: Done) -> Non
             commit_finished()
         if owners or open_shards:
             raise RuntimeError(f"the stage gave {len(owners)} batch outputs fewer than it was given")
-    except ShardError:
+    except (ShardError, BudgetExceeded):  # a damaged input names its file; a budget stop says how to go on
         for shard in open_shards:
             shard.writer.abort()
         raise

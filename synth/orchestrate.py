@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
+from synth.budget import spending
 from synth.config import ConfigError, load_config, record, resolve, write_run_config
 from synth.export import ExportSettings, export, input_columns
 from synth.kernel import StageError, StageOutput
@@ -44,6 +45,7 @@ class RunSettings:
     workers: int = 1  # processes for the CPU stages (extract)
     executor: str = "local"  # what runs the shards: "local" (this machine's processes) or "ray" (synth.executors)
     ray_address: str | None = None  # ray: None starts a local Ray instance, "auto" joins this machine's cluster
+    max_budget: int | None = None  # tokens of work at most (synth.budget): stops cleanly, resumes with a larger one
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,16 +158,17 @@ class RunResult:
 @contextmanager
 def executing(settings: RunSettings, executor: Any = None, ray_address: str | None = None) -> Iterator[Any]:
     """The executor ``settings`` name (or ``executor``, a name or an ``Executor``, and ``ray_address``), used by
-    every stage run inside; one made here is closed after (a Ray instance it started stops)."""
+    every stage run inside, under the settings' budget (``max_budget``); one made here is closed after (a Ray
+    instance it started stops)."""
     from synth.executors import make_executor, using
 
     if executor is not None and not isinstance(executor, str):
-        with using(executor):
+        with using(executor), spending(settings.max_budget):
             yield executor
         return
     ex = make_executor(executor or settings.executor, ray_address or settings.ray_address)
     try:
-        with using(ex):
+        with using(ex), spending(settings.max_budget):
             yield ex
     finally:
         ex.close()

@@ -104,6 +104,8 @@ RUN_FLAGS = (
     Flag("executor", str, "What runs the shards: local (default, this machine's processes) or ray (a Ray cluster)."),
     Flag("ray_address", str, "With --executor ray: the cluster (host:port), 'auto' (this machine's), or none to "
          "start a local Ray instance."),
+    Flag("max_budget", str, "Tokens of work at most (LLM and MT, suffixes k, M): the run stops cleanly before it "
+         "would pass them; the same command with a larger one resumes.", parse=parse_count),
 )
 SELECT_FLAGS = (
     Flag("target", str, "Rows to keep (suffixes k, M), or all that pass.", parse=parse_count),

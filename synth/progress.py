@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from synth.budget import BudgetExceeded
 from synth.io import atomic_write_text
 
 console = Console(stderr=True)
@@ -130,7 +131,8 @@ class StageProgress:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         if self.live is not None:
-            self.live.end("done" if exc_type is None else "stopped" if exc_type is KeyboardInterrupt else "failed")
+            stopped = exc_type is not None and issubclass(exc_type, KeyboardInterrupt | BudgetExceeded)
+            self.live.end("done" if exc_type is None else "stopped" if stopped else "failed")
         self._progress.__exit__(exc_type, *exc)
 
     def advance(self, meta: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from synth.budget import current_budget
 from synth.executors import Executor, make_executor
 from synth.executors import current as current_executor
 from synth.identity import file_digest
@@ -82,14 +83,21 @@ def _run_stage(stage: Stage, source: Source, rundir: Path, workers: int, batch_s
         else:
             metas[task.index] = meta
 
+    budget = current_budget()
+    meter = budget.meter(rundir, stage.key, list(metas.values()), len(tasks)) if budget and todo else None
     with StageProgress(stage.key, total=len(tasks), done=len(metas), enabled=progress, rundir=rundir) as bar:
         if todo:
+            if meter is not None:
+                meter.check()  # a cap already reached starts nothing
             executor.prepare(rundir)
             job = ShardJob(source, out, fp, batch_size, stage.output_schema())
 
             def done(task: Task, meta: dict[str, Any]) -> None:  # on this process, as each shard is committed
                 metas[task.index] = meta
                 bar.advance(meta)
+                if meter is not None:
+                    meter.add(meta)
+                    meter.check()
 
             executor.run(stage, job, todo, workers, done)
 

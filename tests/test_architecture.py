@@ -18,7 +18,7 @@ MAX_LINES = 500
 
 # Bottom to top: a module may import its own layer and those below. Each name is a module or package of synth/.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"errors", "version", "text", "io", "identity", "fingerprint", "redact", "lang", "models",
+    ("foundation", {"errors", "version", "text", "io", "identity", "budget", "fingerprint", "redact", "lang", "models",
                     "progress", "stats", "prompts", "lock", "watchdog", "devices", "config"}),
     ("kernel: what a stage is, and the row checks", {"kernel", "checks", "fidelity", "gate"}),
     ("models, corpora and executors", {"llm", "mt", "extract", "executors"}),

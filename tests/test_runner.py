@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -305,3 +306,39 @@ def test_progress_file_follows_a_running_stage_and_synth_status_shows_it(tmp_pat
     assert gone.exit_code == 0 and "gone" in gone.output and "resume" in gone.output, gone.output
     missing = CliRunner().invoke(app, ["status", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "does not exist" in " ".join(missing.output.split())
+
+
+@dataclass
+class Costly(Upper):
+    """``Upper`` that counts tokens as an LLM stage does: 100 prompt and 20 completion tokens a row."""
+
+    def process(self, batch: pa.Table, stats) -> pa.Table:
+        stats.count("prompt_tokens", 100 * batch.num_rows)
+        stats.count("completion_tokens", 20 * batch.num_rows)
+        return super().process(batch, stats)
+
+
+def test_a_token_budget_stops_cleanly_and_a_larger_one_resumes_to_the_same_rows(tmp_path):
+    """8 shards of 50 rows at 6,000 tokens a shard. Under a cap of 20,000 the stage commits 3 shards (18,000: a
+    fourth would pass it) and stops with what was spent and how to go on; the same cap again starts nothing; a
+    larger cap resumes the other 5 and ends with the rows of an uncapped run, no shard done twice."""
+    from synth.budget import BudgetExceeded, spending
+    from synth.progress import read_status
+
+    reference = run_stage(Costly(), toy_source(400, 50), tmp_path / "uncapped", progress=False)
+    rundir = tmp_path / "capped"
+    with spending(20_000), pytest.raises(BudgetExceeded, match=r"18,000 tokens spent of --max-budget 20,000 \(the "
+                                                                 r"next shard takes about 6,000.*3 of 8 shards"):
+        run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
+    out = next((rundir / "01_toy").iterdir())
+    committed = sorted(p.name for p in out.glob("part-*.parquet"))
+    assert committed == [f"part-{i:05d}.parquet" for i in range(3)] and not list(out.glob(".*.tmp"))
+    assert read_status(rundir)["stages"]["01_toy"]["state"] == "stopped"
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    with spending(20_000), pytest.raises(BudgetExceeded, match="3 of 8 shards"):
+        run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
+    with spending(100_000):
+        resumed = run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # the 3 committed shards were kept
+    assert resumed.read().equals(reference.read()) and resumed.fingerprint == reference.fingerprint
+    assert resumed.stats()["counters"]["prompt_tokens"] == 40_000

@@ -34,9 +34,17 @@ def main(
     """synth: native text in, instruction-tuning pairs out."""
 
 
+BUDGET_EXIT = 3  # the run stopped at its --max-budget: not an error, not a finished dataset either
+
+
 def _fail(e: Exception) -> None:
     from rich.markup import escape
 
+    from synth.budget import BudgetExceeded
+
+    if isinstance(e, BudgetExceeded):
+        console.print(f"[yellow]stopped:[/yellow] {escape(str(e))}")
+        raise typer.Exit(BUDGET_EXIT)
     console.print(f"[red]error:[/red] {escape(str(e))}")  # messages name config sections: [translate]…
     raise typer.Exit(2)
 

@@ -396,6 +396,7 @@ def run_cmd(
     replicas: str = typer.Option(None, help=REPLICAS_HELP), gpus: str = typer.Option(None, help=GPUS_HELP),
     executor: str = typer.Option(None, help=RUN_FLAGS[0].help),
     ray_address: str = typer.Option(None, help=RUN_FLAGS[1].help),
+    max_budget: str = typer.Option(None, help=RUN_FLAGS[2].help),
     config: Path = typer.Option(None, help="run.toml: top-level keys and a section per stage ("
                                 + ", ".join(f"\\[{s}]" for s in PIPELINE.section_names) + ")."),
     quiet: bool = typer.Option(False, help="No progress bars."),
@@ -410,7 +411,7 @@ def run_cmd(
     try:
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
                  "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
-                 "executor": executor, "ray_address": ray_address}
+                 "executor": executor, "ray_address": ray_address, "max_budget": parse_count(max_budget)}
         sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
                     "decontaminate": {"paths": decontaminate or None},
                     EXPORT: {"formats": export_formats(format)}}
