@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from synth.budget import tokens
 from synth.errors import SynthError
 from synth.fingerprint import fingerprint
 from synth.io import atomic_write_text
@@ -267,7 +268,8 @@ def dataset_card(summary: Summary, settings: ExportSettings, info: dict[str, Any
     licence_rows = "\n".join(f"| {s} | {settings.licenses.get(s, settings.licenses.get('*', 'unknown: check'))} |"
                              for s in sources[:50])
     funnel = info.get("funnel", [])
-    funnel_rows = "\n".join(f"| {f['stage']} | {f['rows_in']:,} | {f['rows_out']:,} | {f.get('top_drop', '')} |"
+    funnel_rows = "\n".join(f"| {f['stage']} | {f['rows_in']:,} | {f['rows_out']:,} | "
+                            f"{tokens({'counters': f.get('counters', {})}):,} | {f.get('top_drop', '')} |"
                             for f in funnel)
     models = "\n".join(f"- **{k}**: {v}" for k, v in info.get("models", {}).items())
     why = f"\n\n**Why no rows:** {info['diagnosis']}" if info.get("diagnosis") and not summary.rows else ""
@@ -317,8 +319,8 @@ Load with `datasets.load_dataset("path/to/this/folder", split="train")`.{_jsonl_
 
 {models or "- see run.toml"}
 
-| stage | rows in | rows out | top drop reason |
-|---|---|---|---|
+| stage | rows in | rows out | tokens | top drop reason |
+|---|---|---|---|---|
 {funnel_rows}
 
 ## Sources and licences

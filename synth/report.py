@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
+from synth.budget import tokens
 from synth.errors import SynthError
 from synth.io import atomic_write_text
 from synth.kernel import StageOutput
@@ -194,9 +195,9 @@ def write_report(rundir: str | Path, final: FinalSummary | pa.Table | str | Path
         parts.append(f"<p class='warn'><b>Warning ({html.escape(stage_label(stage))}):</b> {html.escape(text)}</p>")
     if rows:
         parts.append(f'<div class="plots"><figure>{_funnel_plot(rows)}</figure></div>')
-        parts.append(_table(["stage", "rows in", "rows out", "kept %", "top drop reasons"], [
+        parts.append(_table(["stage", "rows in", "rows out", "kept %", "tokens", "top drop reasons"], [
             [r["stage"], f"{r['rows_in']:,}", f"{r['rows_out']:,}", kept_label(r["rows_in"], r["rows_out"]),
-             r["top_drop"]] for r in rows]))
+             f"{tokens(r):,}", r["top_drop"]] for r in rows]))
         lang_rows = [[r["stage"], lang, v["in"], v["out"], ", ".join(f"{k} ({n})" for k, n in
                                                                      list(v["dropped"].items())[:3])]
                      for r in rows for lang, v in r["by_lang"].items()]

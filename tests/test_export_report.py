@@ -527,3 +527,15 @@ def test_plan_command_prints_the_cost_of_a_million_fragments(tmp_path):
     assert saved["cost"] > 0 and all("cost" in s for s in saved["stages"])
     bad = CliRunner().invoke(app, ["plan", str(SAMPLE_RUN), "--fragments", "1M", "--price-in", "1"])
     assert bad.exit_code == 2 and "both token prices" in bad.output
+
+
+def test_card_and_report_show_the_tokens_each_stage_spent(tmp_path):
+    """The spend per stage (its prompt and completion tokens, what --max-budget caps) in the card and report."""
+    from synth.report import run_card
+
+    _fake_stats(tmp_path)
+    final = export(_final_rows(), tmp_path, card=run_card(tmp_path))
+    card = (final / "README.md").read_text()
+    assert "| stage | rows in | rows out | tokens | top drop reason |" in card
+    assert "| 03_instruct | 18 | 15 | 4,500 | refusal (3) |" in card and "| 04_select | 15 | 10 | 0 |" in card
+    assert "<td>4,500</td>" in write_report(tmp_path, final=pq.read_table(final / "data")).read_text()
