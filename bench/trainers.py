@@ -17,8 +17,33 @@ Installing, on a CPU-only machine (what this script does; each venv is ``python 
   build of several GB.
 * TRL: ``pip install trl peft`` (the export's ``trl_sft.py`` needs nothing else). ``--reuse trl`` runs it with
   this interpreter instead (synth's own venv has trl and peft) and installs nothing.
-* LLaMA-Factory: see LLAMAFACTORY_NOTES below, filled in from the run that produced the README table.
-* axolotl: see AXOLOTL_NOTES below.
+* LLaMA-Factory 0.9.5 (pins transformers<=5.6.0; it got 5.6.0): ``pip install llamafactory==0.9.5 torch==2.13.0
+  torchvision==0.28.0``. Unpinned, pip takes the newest torchvision (0.29.x), which needs torch>=2.14, and swaps
+  the CPU torch for the CUDA build of 2.14.1 (the venv grew to 6.6 GB). Even torch 2.13's own torchvision 0.28.0
+  from the registry is a CUDA build: with the CPU torch, ``import torchvision`` fails with ``RuntimeError: operator
+  torchvision::nms does not exist``, and torchaudio (newest 2.11.1, +cu132) with ``OSError: Could not load this
+  library: .../torchaudio/lib/_torchaudio.so`` (``libc10_cuda.so: cannot open shared object file``).
+  LLaMA-Factory imports torchaudio unconditionally (``data/mm_plugin.py``, for audio inputs only) and
+  torchvision nowhere, so the workaround, after the install:
+
+      pip uninstall -y torchvision                                  # transformers runs without it
+      rm VENV/lib/python3*/site-packages/torchaudio/lib/*.so        # torchaudio then imports as pure Python
+
+  (torchaudio loads its compiled library only if the file exists; without it ``import torchaudio`` works and only
+  its compiled ops, unused for text, are missing.) Where PyTorch's own CPU wheel index is reachable, installing
+  torch, torchvision and torchaudio from it instead is the clean fix. No environment variable avoids the import.
+* axolotl 0.19.0 (transformers 5.16.1, bitsandbytes 0.50.2): ``pip install axolotl==0.19.0`` keeps the CPU torch
+  and trains on a CPU as generated (float32, the generated config's ``lora_*_kernel: false``; bitsandbytes
+  imports without a GPU). Offline, its telemetry kept the process alive after training ("Training completed!",
+  model saved, then PostHog upload retries, and no exit 10 minutes later): ``AXOLOTL_DO_NOT_TRACK=1`` (set here)
+  makes it exit at once. The generated config sets ``seed: 42``: without a seed axolotl shuffled the rows
+  differently each run (first-step losses 5.182, then 5.353; with the seed 5.444 twice).
+
+First-step losses: with LoRA's B matrices at zero the first step's loss is the base model's on the trained tokens
+of the first batch, so trainers agree exactly when they batch the same rows and mask the same tokens. TRL and
+LLaMA-Factory both gave 5.126; axolotl shuffles the rows once more (``shuffle_merged_datasets``) and still gave
+5.172 with that shuffle off (its first batch or its masked tokens differ; not traced further), so its number is
+not comparable to the others'.
 """
 
 from __future__ import annotations
@@ -36,6 +61,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -47,8 +73,6 @@ sys.path.insert(0, str(REPO))
 
 TORCH = "torch==2.13.0"
 
-LLAMAFACTORY_NOTES = "(filled in below)"
-AXOLOTL_NOTES = "(filled in below)"
 
 
 @dataclass
@@ -56,14 +80,20 @@ class Trainer:
     name: str
     dist: str  # the distribution whose version the table shows
     packages: list[str]  # installed after torch, in one pip call
-    after: list[list[str]] = field(default_factory=list)  # pip commands run after the install (workarounds)
+    after: list[tuple] = field(default_factory=list)  # workarounds after the install: ("pip", args) or ("rm", glob)
     env: dict[str, str] = field(default_factory=dict)  # environment for the training run (workarounds)
 
 
 TRAINERS = {
     "trl": Trainer("trl", "trl", ["trl", "peft"]),
-    "llamafactory": Trainer("llamafactory", "llamafactory", ["llamafactory"]),
-    "axolotl": Trainer("axolotl", "axolotl", ["axolotl"]),
+    # torch pinned again beside LLaMA-Factory, with torchvision 0.28.0 (torch 2.13's): unpinned, pip takes the newest
+    # torchvision, which needs torch>=2.14, and replaces the CPU torch with the CUDA build of 2.14.1 (6.6 GB venv).
+    # Then the two CPU workarounds of the docstring: no torchvision, torchaudio without its compiled libraries.
+    "llamafactory": Trainer("llamafactory", "llamafactory", ["llamafactory==0.9.5", TORCH, "torchvision==0.28.0"],
+                            after=[("pip", ["uninstall", "-y", "-q", "torchvision"]),
+                                   ("rm", "lib/python3*/site-packages/torchaudio/lib/*.so")]),
+    # offline, axolotl's telemetry keeps the process alive after training (it did not exit in 10 minutes)
+    "axolotl": Trainer("axolotl", "axolotl", ["axolotl==0.19.0"], env={"AXOLOTL_DO_NOT_TRACK": "1"}),
 }
 
 
@@ -124,8 +154,13 @@ def ensure_venv(t: Trainer, venvs: Path, log, timeout: int) -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, stdout=log, stderr=subprocess.STDOUT)
     pip(bindir, ["install", "-q", TORCH], log, timeout)  # first and alone: the CPU wheel, never a CUDA one
     pip(bindir, ["install", "-q", *t.packages], log, timeout)
-    for extra in t.after:
-        pip(bindir, extra, log, timeout)
+    for kind, what in t.after:
+        if kind == "pip":
+            pip(bindir, what, log, timeout)
+        else:
+            for f in venv.glob(what):
+                log.write(f"$ rm {f}\n")
+                f.unlink()
     marker.write_text(spec)
     return bindir
 
@@ -139,8 +174,10 @@ def version(python: str, dist: str) -> str:
 # -------------------------------------------------------------------------------------------------------- parsing
 
 _LOSS = re.compile(r"""['"]loss['"]\s*:\s*['"]?([-+0-9.eE]+|nan|inf)""")
-_ROWS = [re.compile(p) for p in (r"trained \d+ steps on (\d+) rows", r"Num examples\s*=\s*([\d,]+)",
-                                 r"Generating train split: (\d+) examples \[")]
+_ROWS = [re.compile(p) for p in (r"trained \d+ steps on (\d+) rows",  # TRL (the export's script)
+                                 r"Num examples\s*=\s*([\d,]+)",  # LLaMA-Factory (transformers' Trainer at INFO)
+                                 r"Saving the dataset \(\d+/\d+ shards\): 100%\|[^|]*\| (\d+)/",  # axolotl, kept
+                                 r"Generating train split: (\d+) examples \[")]  # rows read (datasets)
 _ERROR = re.compile(r"^\s*(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit)\w*)(?::\s*(.*))?$")
 # failure causes worth naming in a few words, looked for in the whole log, first match wins
 _KNOWN = [
@@ -228,20 +265,28 @@ def run_one(name: str, args, final: Path, model: str, logs: Path) -> Row:
     with open(log_path, "w") as log:
         log.write(f"$ (cd {final}) {' '.join(cmd)}\n")
         log.flush()
-        try:
-            rc = subprocess.run(cmd, cwd=final, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                timeout=args.timeout).returncode
-        except subprocess.TimeoutExpired:
-            rc = None
+        try:  # a session of its own: a timeout ends the trainer's children too (axolotl runs one)
+            proc = subprocess.Popen(cmd, cwd=final, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
         except OSError as e:  # the trainer's command is missing from its venv
-            rc = -1
+            proc, rc = None, -1
             log.write(f"{type(e).__name__}: {e}\n")
+            row.status = f"cannot start {Path(cmd[0]).name}: {e.strerror} (not installed?)"
+        if proc is not None:
+            try:
+                rc = proc.wait(timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                rc = None
     row.wall_s = round(time.perf_counter() - t0, 1)
     shutil.rmtree(out, ignore_errors=True)
     text = log_path.read_text(errors="replace")
     row.first_loss, row.steps, row.rows = first_loss(text), steps_logged(text), rows_loaded(text)
     if rc is None:
-        row.status = f"timeout after {args.timeout} s"
+        row.status = f"timeout after {args.timeout} s" + (" (after its steps)" if row.steps >= args.steps else "")
+    elif rc == -1 and row.status:
+        pass
     elif rc != 0:
         row.status = f"exit {rc}: {failure(text)}"
     elif row.first_loss is None:
@@ -258,8 +303,8 @@ def table(rows: list[Row]) -> str:
     body = [[r.trainer, r.version, "?" if r.rows is None else str(r.rows), str(r.steps),
              "-" if r.first_loss is None else f"{r.first_loss:.4f}", "-" if r.wall_s is None else f"{r.wall_s:.1f}",
              r.status] for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(head, *body)]
-    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    fmt = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"  # noqa: E731
     return "\n".join([fmt(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, body)])
 
 

@@ -85,6 +85,7 @@ def test_trainer_configs_find_this_exports_rows_from_their_own_folder(tmp_path):
     assert pq.read_table(final / ax["datasets"][0]["path"]).num_rows == len(SW)
     assert ax["dataset_prepared_path"].endswith(fp) and ax["chat_template"] == "tokenizer_default"
     assert ax["bf16"] is False and ax["fp16"] is False and "base_model" not in ax
+    assert isinstance(ax["seed"], int)  # axolotl shuffles the rows: unseeded, every run trained on another order
 
 
 def test_export_files_are_readable_like_the_data(tmp_path):
