@@ -213,7 +213,8 @@ def _write_snippets(folder: Path, settings: ExportSettings, fp: str) -> None:
     """Configs that run as given with one thing supplied, the base model (``trainers/README.md`` says how). Each
     finds the data from its own folder (``../data``), so they work in the export and in a copy of its Hub repo."""
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", settings.name).strip("-") or "synth"
-    values = {"name": settings.name, "slug": slug, "fingerprint": fp, "version": __version__}
+    name = " ".join(settings.name.split()).replace('"', "'").replace("\\", "/")  # safe in a comment or docstring
+    values = {"name": name, "slug": slug, "fingerprint": fp, "version": __version__}
     for template in sorted(p for p in TRAINERS.iterdir() if p.is_file()):  # not the __pycache__ pip may add
         atomic_write_text(folder / "trainers" / template.name, Template(template.read_text()).substitute(values))
 

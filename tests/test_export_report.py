@@ -540,3 +540,14 @@ def test_card_and_report_show_the_tokens_each_stage_spent(tmp_path):
     assert "| stage | rows in | rows out | tokens | top drop reason |" in card
     assert "| 03_instruct | 18 | 15 | 4,500 | refusal (3) |" in card and "| 04_select | 15 | 10 | 0 |" in card
     assert "<td>4,500</td>" in write_report(tmp_path, final=pq.read_table(final / "data")).read_text()
+
+
+def test_trainer_configs_survive_an_odd_dataset_name(tmp_path):
+    import yaml
+
+    final = export(_final_rows(), tmp_path, ExportSettings(name='audit of "my file"\n\\ v2 $x'))
+    compile((final / "trainers" / "trl_sft.py").read_text(), "trl_sft.py", "exec")
+    for f in ("axolotl.yaml", "llamafactory_sft.yaml"):
+        assert isinstance(yaml.safe_load((final / "trainers" / f).read_text()), dict)
+    info = json.loads((final / "trainers" / "dataset_info.json").read_text())
+    assert list(info) == ["audit-of-my-file-v2-x"]
