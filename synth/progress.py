@@ -25,18 +25,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from synth.budget import BudgetExceeded
+from synth.budget import BudgetExceeded, tokens
 from synth.io import atomic_write_text
 
 console = Console(stderr=True)
 PROGRESS_FILE = "progress.json"
 HEARTBEAT_S = 3.0  # how often progress.json is rewritten while a stage runs (elapsed time, ETA)
-
-
-def _tokens(meta: dict[str, Any]) -> int:
-    counters = meta["stats"].get("counters", {})
-    return int(counters.get("prompt_tokens", 0) + counters.get("completion_tokens", 0)
-               + counters.get("mt_input_tokens", 0) + counters.get("mt_output_tokens", 0))
 
 
 class LiveFile:
@@ -48,6 +42,11 @@ class LiveFile:
         self.total, self.resumed, self.done = total, done, done
         self.rows = self.tokens = 0
         self.started = time.time()
+        try:  # the run's earlier stages, read once: the run lock keeps any other writer out meanwhile
+            earlier = json.loads(self.path.read_text()).get("stages", {})
+        except (OSError, ValueError, AttributeError):
+            earlier = {}
+        self._earlier = {k: v for k, v in earlier.items() if k != key} if isinstance(earlier, dict) else {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="synth-progress", daemon=True)
@@ -56,11 +55,11 @@ class LiveFile:
         self.write("running")
         self._beat.start()
 
-    def shard(self, meta: dict[str, Any]) -> None:
+    def shard(self, rows: int, tokens: int) -> None:
+        """One more shard committed; ``rows`` and ``tokens``: the stage's totals so far in this process."""
         with self._lock:
             self.done += 1
-            self.rows += sum(meta["stats"]["rows_in"].values())
-            self.tokens += _tokens(meta)
+            self.rows, self.tokens = rows, tokens
         self.write("running")
 
     def end(self, state: str) -> None:
@@ -85,12 +84,7 @@ class LiveFile:
 
     def write(self, state: str) -> None:
         with self._lock:
-            try:
-                doc = json.loads(self.path.read_text())
-            except (OSError, ValueError):
-                doc = {}
-            stages = doc.get("stages", {}) if isinstance(doc.get("stages"), dict) else {}
-            stages[self.key] = self.entry(state)
+            stages = {**self._earlier, self.key: self.entry(state)}
             doc = {"updated": time.time(), "pid": os.getpid(), "host": socket.gethostname(), "stage": self.key,
                    "state": state, "heartbeat_s": HEARTBEAT_S, "stages": stages}
             with contextlib.suppress(OSError):  # progress is for the user: a full disk must not stop the stage
@@ -137,13 +131,13 @@ class StageProgress:
 
     def advance(self, meta: dict[str, Any]) -> None:
         self.rows += sum(meta["stats"]["rows_in"].values())
-        self.tokens += _tokens(meta)
+        self.tokens += tokens(meta["stats"])
         elapsed = self._progress.tasks[0].elapsed or 0.0
         rate = f"{self.rows / elapsed:,.0f} rows/s" if elapsed > 0 else ""
         token_rate = f"{self.tokens / elapsed:,.0f} tok/s" if elapsed > 0 and self.tokens else ""
         self._progress.update(self._task, advance=1, rows=self.rows, rate=rate, token_rate=token_rate)
         if self.live is not None:
-            self.live.shard(meta)
+            self.live.shard(self.rows, self.tokens)
 
 
 def read_status(rundir: str | Path) -> dict[str, Any]:
