@@ -169,7 +169,7 @@ def bench_vllm(args, rows) -> list[dict]:
     if args.stage == "instruct":
         ignore_eos(engine, "sampling_params", no_eos)
     stage = make_stage(args, engine="vllm")
-    stage._llm = engine  # the stage uses this engine (and does not close it)
+    stage.use_engine(engine)  # the stage uses this engine (and does not close it)
     stage.setup()
     requests, _ = stage.build(rows)
     results: list = [None] * len(requests)
@@ -208,7 +208,7 @@ def bench_openai(args, rows) -> list[dict]:
             ignore_eos(engine, "payload", lambda p: (p[0], {**p[1], "ignore_eos": True}))
         stage = make_stage(args, engine="openai", model=SERVED_NAME,
                            engine_options={"base_url": server.base_url, "api_key_env": ""})
-        stage._llm = engine
+        stage.use_engine(engine)
         stage.setup()
         requests, _ = stage.build(rows)
         bodies = [engine.payload(r)[1] for r in requests]

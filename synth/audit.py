@@ -49,7 +49,7 @@ from synth.select.embed import load_model as load_embedder
 from synth.select.embed import resolve_embedding_model
 from synth.stages.backtranslate import FIDELITY_COLUMNS, FidelityThresholds, cosine, fidelity_reason, fidelity_scores
 from synth.stats import ShardStats
-from synth.translate import TranslatorSettings, backend_fields, translate_all
+from synth.translate import TranslatorSettings, backend_fields
 
 MALFORMED_JSON = "malformed_json"
 NO_PAIR = "no_pair"
@@ -332,8 +332,8 @@ class Audit(TranslatorSettings, LLMStage):
                 r[en] = r[side] if r["lang"] == ENGLISH else None
             todo = [r for r in rows if not r[en]]
             if todo and self.translator is not None:
-                done = translate_all(self._translator, [r[side] for r in todo], [r["lang"] for r in todo],
-                                     [ENGLISH] * len(todo), [f"{r['id']}:{en}" for r in todo], stats)
+                done = self._translator.translate([r[side] for r in todo], [r["lang"] for r in todo],
+                                                  [ENGLISH] * len(todo), [f"{r['id']}:{en}" for r in todo], stats)
                 for r, (text, reason) in zip(todo, done, strict=True):
                     r[en] = text if reason is None else None
                     if reason is not None:
@@ -367,8 +367,9 @@ class Audit(TranslatorSettings, LLMStage):
         trip = [r for r in rows if r["lang"] != ENGLISH and r["instruction_en"]]
         if self.translator is None or not trip:
             return
-        back = translate_all(self._translator, [r["instruction"] for r in trip], [r["lang"] for r in trip],
-                             [ENGLISH] * len(trip), [f"{r['id']}:back" for r in trip], stats, counted=False)
+        back = self._translator.translate([r["instruction"] for r in trip], [r["lang"] for r in trip],
+                                          [ENGLISH] * len(trip), [f"{r['id']}:back" for r in trip], stats,
+                                          counted=False)
         done = [(r, text) for r, (text, reason) in zip(trip, back, strict=True) if reason is None]
         for r, _ in zip(trip, back, strict=True):
             r["bt_roundtrip_sim"] = 0.0  # a failed round trip keeps nothing of the meaning

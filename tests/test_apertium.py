@@ -15,7 +15,8 @@ from synth.kernel import TableSource
 from synth.runner import run_stage
 from synth.stages.backtranslate import Backtranslate, Fidelity
 from synth.stages.translate import Translate
-from synth.translate import Translator
+from synth.stats import ShardStats
+from synth.translate import FORWARD, ROUND_TRIP, Translator
 from synth.translate.apertium import MARKER, ApertiumMissing, mode_for, pair_versions, run_apertium, translate_batch
 
 pytestmark = pytest.mark.requires("apertium")
@@ -81,6 +82,24 @@ def test_a_run_names_only_its_own_pair(monkeypatch):
         assert set(Backtranslate(translator="apertium", lang="oci").params()["apertium"]) == {"eng-oci", "oci-eng"}
     finally:
         apertium.pair_versions.cache_clear()
+
+
+def test_a_batch_backend_plans_no_requests_and_translates_in_collect():
+    """The translator protocol's streaming pair, for a backend without an engine: ``plan`` asks nothing, ``collect``
+    translates (and copies what is already in its target language); the stage's engine is never loaded."""
+    stage = Backtranslate(translator="apertium", roundtrip=True)
+    translator = stage.translator_for(FORWARD, ROUND_TRIP)
+    assert translator.engine is stage.engine_service()  # the stage's one engine, handed over
+    translator.setup()
+    texts, stats = [*INSTRUCTIONS[:2], "Hello there."], ShardStats()
+    requests, plan = translator.plan(texts, ["eng"] * 3, ["spa", "spa", "eng"], ["a", "b", "c"], FORWARD)
+    assert requests == []
+    done = translator.collect(texts, plan, [], stats)
+    assert [t for t, _ in done] == [*translate_batch("eng-spa", texts[:2]), "Hello there."]
+    assert stats.counters == {"copied_same_language": 1, "apertium_calls": 1}
+    [(back, reason)] = translator.translate([done[0][0]], ["spa"], ["eng"], ["a"], stats, ROUND_TRIP, counted=False)
+    assert reason is None and back == run_apertium("spa-eng", done[0][0]).strip()
+    assert stats.counters["copied_same_language"] == 1 and stage.engine_service().llm is None
 
 
 def test_the_run_gives_the_translating_stages_its_language():

@@ -125,7 +125,7 @@ def test_backends_are_found_by_name_and_follow_the_protocol():
     assert backend("llm") is LLMTranslator and backend("seq2seq") is Seq2SeqBackend
     for name in BACKENDS:
         cls = backend(name)
-        for member in ("params", "setup", "translate", "close"):
+        for member in ("params", "setup", "plan", "collect", "translate", "close"):
             assert callable(getattr(cls, member)), (name, member)
         assert isinstance(cls.FIELDS, frozenset)  # its own settings (apertium has none: the pair is the row's)
     assert isinstance(Translate(engine="hf").translator_for(), Translator)
@@ -140,7 +140,7 @@ def test_each_translator_contributes_its_own_fingerprint_params():
     llm = Translate(engine="hf")
     mt = Translate(translator="seq2seq", mt_model=MT, mt_num_beams=2)
     p_llm, p_mt = llm.params(), mt.params()
-    assert p_llm["prompt"] == llm.translator_for().params()["prompt"] and "model" in p_llm
+    assert p_llm["prompt"] == llm.translator_for().params(llm.named_facts())["prompt"] and "model" in p_llm
     assert not any(k.startswith("mt_") for k in p_llm)
     assert p_mt["mt_model"] == f"{MT}@main" and p_mt["mt_num_beams"] == 2
     assert not {"engine", "model", "prompt", "chunk_chars", "max_tokens"} & set(p_mt)
@@ -156,10 +156,13 @@ def test_the_round_trip_direction_reads_its_own_settings():
     from synth.stages.backtranslate import Backtranslate
 
     stage = Backtranslate(translator="seq2seq", mt_model=MT, roundtrip=True, roundtrip_mt_model="x/back")
-    assert Seq2SeqBackend(stage, FORWARD).model == MT and Seq2SeqBackend(stage, ROUND_TRIP).model == "x/back"
+    assert Seq2SeqBackend(stage).model(FORWARD) == MT and Seq2SeqBackend(stage).model(ROUND_TRIP) == "x/back"
     assert stage.params()["roundtrip_mt_model"] == "x/back@main"
     llm = Backtranslate(engine="hf", roundtrip=True)
-    assert LLMTranslator(llm, ROUND_TRIP).params()["roundtrip_prompt"]["prompt"] == "translate_to_en"
+    translator = llm.translator_for(FORWARD, ROUND_TRIP)
+    assert translator.engine is llm.engine_service() and translator.engine.llm is None  # one engine, loaded in setup
+    both = translator.params(llm.named_facts())
+    assert both["roundtrip_prompt"]["prompt"] == "translate_to_en" and both["prompt"]["prompt"] == "backtranslate"
     assert llm.params()["prompt"]["prompt"] == "backtranslate"
 
 

@@ -318,7 +318,7 @@ def smol():
 
 
 def _on(stage, engine):
-    stage._llm = engine  # setup() keeps an engine that is already there
+    stage.use_engine(engine)
     return stage
 
 

@@ -1,39 +1,32 @@
-"""The base of every stage that calls an LLM: engine set-up, the request cache, token and cache counters.
+"""The base of every stage that calls an LLM: its engine settings, the engine service it holds
+(``synth.llm.service``: the engine, the request cache, token and cache counters), and the output checks.
 
-Stages say what to ask (``requests``) and what to do with the answers; the engine layer does batching,
-retries and caching. Each stage declares its output checks in ``CHECKS`` (``gate.Check``: reason, function,
-setting); ``apply_checks`` runs them in order on every answer that is not already broken and drops the rows
-that fail, counted under the first failing check per language. A new check is one function and one line; the
-check reasons are part of the fingerprint, so adding or removing one recomputes the stage's output.
-
-A request that failed because of its answer (``parse_error``, ``context_length``…) is a drop with that reason
-and its row is counted. A request that failed for reasons outside it (the server down or overloaded past the
-engine's retries, a wrong key, a timeout) fails the shard instead: dropping the row would lose it for good,
-since a finished shard is never redone. The answers that did come back are cached, so the rerun pays only for
-the rest.
+Stages say what to ask (``build``, or ``requests`` in ``process``) and what to do with the answers; the engine
+layer does batching, retries and caching. Each stage declares its output checks in ``CHECKS`` (``gate.Check``:
+reason, function, setting); ``apply_checks`` runs them in order on every answer that is not already broken and
+drops the rows that fail, counted under the first failing check per language. A new check is one function and
+one line; the check reasons are part of the fingerprint, so adding or removing one recomputes the stage's
+output. A request that fails for reasons outside it stops the shard (``synth.llm.service``).
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from synth import checks as ck
 from synth.checks import CheckSettings, LanguageVerdict
-from synth.devices import Gpu, Placement, parse_gpus
+from synth.devices import Gpu, Placement
 from synth.extract.lid import Identifier
 from synth.gate import Check, first_failure
-from synth.identity import identity as model_identity
-from synth.kernel import Stage, StageError
-from synth.llm import Engine, Request, Result, load_engine
-from synth.llm.factory import default_engine, engine_class
-from synth.llm.request import output_options
-from synth.models import resolve_model
+from synth.kernel import Stage
+from synth.llm.base import Engine
+from synth.llm.factory import default_engine
+from synth.llm.request import Request, Result
+from synth.llm.service import EngineService
 from synth.stats import ShardStats
 
 
@@ -71,9 +64,6 @@ def wrong_language(o: Output, s: CheckSettings) -> bool:
 
 
 LANGUAGE_CHECK = Check(ck.WRONG_LANGUAGE, wrong_language, "min_lid_prob")
-Build = Callable[[pa.Table], tuple[list[Request], Any]]  # a batch -> its requests, and what finish needs
-Finish = Callable[[pa.Table, Any, list[Result], ShardStats], pa.Table]  # the batch's output from its answers
-QUIET_BATCHES = 4  # batches in a row that ask the engine nothing, after which the stream in progress drains
 
 
 @dataclass
@@ -96,50 +86,38 @@ class LLMStage(Stage):
     replicas: int | str = field(default="auto", metadata={"fingerprint": False})
     gpus: str | None = field(default=None, metadata={"fingerprint": False})
 
+    def engine_service(self) -> EngineService:
+        """The engine this stage holds, made from its fields at first use (``setup`` or a translator's), and
+        handed to its translator: one loaded model per stage."""
+        if self.__dict__.get("_engine") is None:
+            self._engine = EngineService.of(self)
+        return self._engine
+
+    def use_engine(self, engine: Engine) -> None:
+        """Run on an engine that is already loaded (a test's or a benchmark's); the stage never closes it."""
+        self._engine = EngineService.of(self, engine)
+
     def params(self) -> dict[str, Any]:
-        p = super().params()
         # Engine options are left out of the fingerprint (batch sizes, threads, GPU memory do not change rows),
-        # except those that do, the list the request-cache key is made from too (synth.llm.request.OUTPUT_OPTIONS),
-        # credentials in them redacted; the precision is resolved below.
-        facts = self.named_facts()
-        changing = {**output_options(self.engine_options), **output_options(facts)}
-        if changing:
-            p["engine_options"] = changing
-        # The model's identity (content digest for a local dir), not the path it happens to live at.
-        path = self.model_path()
-        p["model"] = model_identity(path, self.revision) if path is not None else f"{self.engine}:{self.model}"
-        # The precision the copies really run (never "auto", which means bf16 on some CPUs only), found where
-        # they run (Stage.facts).
-        p["dtype"] = facts["dtype"]
-        return p
+        # except those that do; the model by its identity, the precision resolved where the copies run.
+        return {**super().params(), **EngineService.of(self).params(self.named_facts())}
 
     def model_path(self) -> str | None:
         """The model's local directory (a hub name as given); None for an engine that calls a server."""
-        return None if engine_class(self.engine).remote else resolve_model(self.model)
+        return EngineService.of(self).model_path()
 
-    def placement(self) -> Placement:
-        """Copies of the engine: each takes the GPUs its engine declares (a tensor-parallel group; none for a
-        server client, which gets one copy unless ``replicas`` is a number)."""
-        per_copy = engine_class(self.engine).devices_per_copy(self.engine_options)
-        return Placement(per_copy, self.replicas, parse_gpus(self.gpus))
+    def placement(self) -> Placement | None:
+        return EngineService.of(self).placement()
 
     def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
-        """The engine's facts on a copy that sees ``gpus``: its dtype, and what its environment switches on."""
-        return engine_class(self.engine).facts(self.model_path(), self.engine_options, gpus)
+        return EngineService.of(self).facts(gpus)
 
     def setup(self) -> None:
-        if getattr(self, "_llm", None) is None:
-            self._owns_llm = True  # teardown closes only an engine this stage made, not one handed to it
-            self._llm: Engine = load_engine(self.engine, self.model, cache=self.cache,
-                                            **({"revision": self.revision} if self.revision else {}),
-                                            **self.engine_options)
+        self.engine_service().open()
 
     def ask(self, requests: list[Request], stats: ShardStats) -> list[Result]:
-        """Generate, and count tokens, cache hits and failures (by reason) into the shard's stats.
-
-        The requests stream through the engine's bounded window (``Engine.stream``): no waves, identical ones
-        sent once, answers cached as they finish."""
-        return self.count(list(self._llm.stream(requests)), stats)
+        """The answers to ``requests``, counted into the shard's stats (``EngineService.ask``)."""
+        return self.engine_service().ask(requests, stats)
 
     # A stage with one request per row says what to ask (``build``) and what to do with the answers
     # (``finish``) instead of writing ``process``: its batches then stream through the engine together.
@@ -161,84 +139,20 @@ class LLMStage(Stage):
         return self.finish(batch, context, self.ask(requests, stats) if requests else [], stats)
 
     def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
-        """Every batch's requests through one engine stream (``streamed``); stages without ``build`` run
-        ``process`` batch by batch."""
+        """Every batch's requests through one engine stream (``EngineService.streamed``); stages without
+        ``build`` run ``process`` batch by batch."""
         if not self.streams():
             yield from super().process_stream(batches)
             return
-        for table, _ in self.streamed(batches, self.build, self.finish):
+        for table, _ in self.engine_service().streamed(batches, self.build, self.finish):
             yield table
 
-    def streamed(self, batches: Iterator[tuple[pa.Table, ShardStats]], build: Build,
-                 finish: Finish) -> Iterator[tuple[pa.Table, ShardStats]]:
-        """One pass of ``build``'s requests for every batch through one engine stream, each batch's ``finish``
-        and its stats in batch order: the engine's window spans batches and shards, so it never drains at a
-        batch end, and the answers of one batch are checked while later batches generate. At most a window of
-        requests, plus the batches they come from, is held. A second pass may read this one's output: both
-        streams share the engine, and its window holds both passes' requests.
-
-        Batches that ask nothing (rows copied, not sent) do not open a stream; after ``QUIET_BATCHES`` of them
-        in a row the stream in progress is let finish, so a long run of them is never held in memory waiting."""
-        source = iter(batches)
-        waiting: deque[tuple[pa.Table, ShardStats, Any, int]] = deque()  # batches whose answers are not all in
-        answers: list[Result] = []
-        exhausted = False
-
-        def requests() -> Iterator[Request]:
-            nonlocal exhausted
-            quiet = 0
-            for batch, stats in source:
-                reqs, context = build(batch)
-                waiting.append((batch, stats, context, len(reqs)))
-                yield from reqs
-                quiet = 0 if reqs else quiet + 1
-                if quiet >= QUIET_BATCHES:
-                    return
-            exhausted = True
-
-        def answered() -> Iterator[tuple[pa.Table, ShardStats]]:
-            while waiting and len(answers) >= waiting[0][3]:
-                batch, stats, context, n = waiting.popleft()
-                results = self.count(answers[:n], stats)
-                del answers[:n]
-                yield finish(batch, context, results, stats), stats
-
-        while not exhausted:
-            segment = requests()
-            first = next(segment, None)
-            if first is not None:  # the engine is touched only when something is asked
-                for result in self._llm.stream(chain([first], segment)):
-                    answers.append(result)
-                    yield from answered()
-            yield from answered()  # what is left: batches that asked nothing
-
-    def count(self, results: list[Result], stats: ShardStats) -> list[Result]:
-        """Count tokens, cache hits and failures of a batch's answers into its shard's stats; stop the shard if
-        a request failed for reasons outside it (see the module's docstring).
-
-        Tokens are counted for every result, cached or not: they measure the work the rows need (what
-        ``synth plan`` projects from); ``llm_requests`` and ``llm_cache_hits`` say how much of it was paid now."""
-        for r in results:
-            if r.cached:
-                stats.count("llm_cache_hits")
-            else:
-                stats.count("llm_requests")
-                stats.count("llm_seconds", round(r.latency, 3))
-            stats.count("prompt_tokens", r.prompt_tokens)
-            stats.count("completion_tokens", r.completion_tokens)
-        failed = [r for r in results if r.transient]
-        if failed:
-            reasons = ", ".join(f"{k} ×{v}" for k, v in Counter(r.error for r in failed).most_common(3))
-            raise StageError(f"{len(failed)} of {len(results)} requests failed for reasons outside them "
-                             f"({reasons}); the shard is not written. "
-                             f"{len(results) - len(failed)} answers are cached: fix the engine or server and run "
-                             f"the same command again")
-        return results
-
     def teardown(self) -> None:
-        if getattr(self, "_owns_llm", False) and getattr(self, "_llm", None) is not None:
-            self._llm.close()
-            self._llm, self._owns_llm = None, False
+        engine = self.__dict__.get("_engine")
+        if engine is not None:
+            engine.close()
+            if engine.llm is None:  # closed (a handed-in engine stays, for the stage's next run)
+                self._engine = None
 
     def output_schema(self) -> pa.Schema | None:
         """An empty shard's schema: the input's columns (``_input_schema``, set when the stage runs on a

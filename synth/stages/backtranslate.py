@@ -46,8 +46,7 @@ from synth.runner import run_on
 from synth.select.embed import load_model as load_embedder
 from synth.select.embed import resolve_embedding_model
 from synth.stats import ShardStats
-from synth.translate import FORWARD, ROUND_TRIP, Translation, TranslatorSettings, translate_all
-from synth.translate.llm import Plan
+from synth.translate import FORWARD, ROUND_TRIP, Plan, Translation, TranslatorSettings
 from synth.translate.qe import QEScorer
 
 NOT_SELECTED = "not_selected"
@@ -147,24 +146,23 @@ class Backtranslate(TranslatorSettings, LLMStage):
         return base if base.per_copy > 0 else Placement(1, base.replicas, base.gpus, base.upto)
 
     def setup(self) -> None:
-        if getattr(self, "_translators", None) is None:
-            self._translators = [self.translator_for(d) for d in self._directions()]
-            for t in self._translators:
-                t.setup()
-        if self.roundtrip and getattr(self, "_embedder", None) is None:
+        if self.__dict__.get("_translator") is None:
+            self._translator = self.translator_for(*self._directions())
+            self._translator.setup()
+        if self.roundtrip and self.__dict__.get("_embedder") is None:
             self._embedder = load_embedder(self.embedder, self.embed_device or "cpu")
-        if getattr(self, "_lids", None) is None:
+        if self.__dict__.get("_lids") is None:
             self._lids: dict[str, Any] = {}
         if self.qe_model:
-            if getattr(self, "_qe", None) is None:
+            if self.__dict__.get("_qe") is None:
                 self._qe = self.qe_scorer()
             self._qe.load()
 
     def teardown(self) -> None:
-        for t in getattr(self, "_translators", None) or []:
-            t.close()
-        self._translators = None
-        if getattr(self, "_qe", None) is not None:
+        translator, self._translator = self.__dict__.get("_translator"), None
+        if translator is not None:
+            translator.close()
+        if self.__dict__.get("_qe") is not None:
             self._qe.close()
 
     def _identifier(self, lang: str):
@@ -173,51 +171,44 @@ class Backtranslate(TranslatorSettings, LLMStage):
             self._lids[name] = lid.load_identifier(name)
         return self._lids[name]
 
-    # With the LLM translator both passes stream (``LLMStage.streamed``): the forward translations of every batch
-    # through one engine stream, and, with ``roundtrip``, their round trips through a second stream that reads
-    # the first's finished batches while it runs. Seq2seq and Apertium translate a batch at a time (``process``).
+    # Both passes stream (``EngineService.streamed``): the forward translations of every batch through one
+    # engine stream, and, with ``roundtrip``, their round trips through a second stream that reads the first's
+    # finished batches while it runs. A batch backend (seq2seq, Apertium) asks nothing: it translates in ``finish``.
 
     def process_stream(self, batches: Iterator[tuple[pa.Table, ShardStats]]) -> Iterator[pa.Table]:
-        if not self.streams():
-            yield from super().process_stream(batches)
-            return
-        out = self.streamed(batches, self.build, self.finish)
+        engine = self.engine_service()
+        out = engine.streamed(batches, self.build, self.finish)
         if self.roundtrip:
-            out = self.streamed(out, self.build_back, self.finish_back)
+            out = engine.streamed(out, self.build_back, self.finish_back)
         for table, _ in out:
             yield table
+
+    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
+        batch = super().process(batch, stats)
+        if not self.roundtrip:
+            return batch
+        requests, context = self.build_back(batch)
+        return self.finish_back(batch, context, self.ask(requests, stats) if requests else [], stats)
 
     def build(self, batch: pa.Table) -> tuple[list[Request], Plan]:
         """The forward requests of the selected rows (``finish`` drops the others first, so positions match)."""
         batch = batch.filter(pa.array(selected(batch), pa.bool_()))
         english, langs, ids = (batch.column(c).to_pylist() for c in ("instruction_en", "lang", "id"))
-        return self._translators[0].plan(english, [ENGLISH] * len(langs), langs, ids)
+        return self._translator.plan(english, [ENGLISH] * len(langs), langs, ids, FORWARD)
 
     def finish(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
         batch = stats.drop_mask(batch, [not k for k in selected(batch)], NOT_SELECTED)
-        done = self._translators[0].collect(batch.column("instruction_en").to_pylist(), context, results, stats)
+        done = self._translator.collect(batch.column("instruction_en").to_pylist(), context, results, stats)
         return self._scored(batch, done, stats)
 
     def build_back(self, batch: pa.Table) -> tuple[list[Request], Plan]:
         """The round-trip requests (instruction → English) of the rows the forward pass kept."""
         texts, langs, ids = (batch.column(c).to_pylist() for c in ("instruction", "lang", "id"))
-        return self._translators[1].plan(texts, langs, [ENGLISH] * len(langs), ids)
+        return self._translator.plan(texts, langs, [ENGLISH] * len(langs), ids, ROUND_TRIP)
 
     def finish_back(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
-        back = self._translators[1].collect(batch.column("instruction").to_pylist(), context, results, stats,
-                                            counted=False)
-        return self._with_roundtrip(batch, back, stats)
-
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        batch = stats.drop_mask(batch, [not k for k in selected(batch)], NOT_SELECTED)
-        ids, langs = batch.column("id").to_pylist(), batch.column("lang").to_pylist()
-        english = batch.column("instruction_en").to_pylist()
-        batch = self._scored(batch, translate_all(self._translators[0], english, [ENGLISH] * len(ids), langs, ids,
-                                                  stats), stats)
-        if not self.roundtrip:
-            return batch
-        texts, langs, ids = (batch.column(c).to_pylist() for c in ("instruction", "lang", "id"))
-        back = translate_all(self._translators[1], texts, langs, [ENGLISH] * len(texts), ids, stats, counted=False)
+        back = self._translator.collect(batch.column("instruction").to_pylist(), context, results, stats,
+                                        counted=False)
         return self._with_roundtrip(batch, back, stats)
 
     def _scored(self, batch: pa.Table, done: list[Translation], stats: ShardStats) -> pa.Table:

@@ -26,8 +26,7 @@ from synth.lang import ENGLISH
 from synth.llm import Request, Result
 from synth.llm.stage import LANGUAGE_CHECK, LLMStage, Output
 from synth.stats import ShardStats
-from synth.translate import FORWARD, Translation, TranslatorSettings, translate_all
-from synth.translate.llm import Plan
+from synth.translate import FORWARD, Plan, TranslatorSettings
 
 
 def _ratio(o: Output) -> float:
@@ -78,36 +77,26 @@ class Translate(TranslatorSettings, LLMStage):
         return p
 
     def setup(self) -> None:
-        if getattr(self, "_translator", None) is None:
+        if self.__dict__.get("_translator") is None:
             self._translator = self.translator_for()
             self._translator.setup()
-        if getattr(self, "_lid", None) is None:
+        if self.__dict__.get("_lid") is None:
             self._lid = lid.load_identifier(self.lid_model)
 
     def teardown(self) -> None:
-        if getattr(self, "_translator", None) is not None:
-            self._translator.close()
-            self._translator = None
+        translator, self._translator = self.__dict__.get("_translator"), None
+        if translator is not None:
+            translator.close()
 
     def build(self, batch: pa.Table) -> tuple[list[Request], Plan]:
-        """The LLM translator's requests for the rows not already in English."""
+        """The translator's requests for the rows not already in English (none for a batch backend)."""
         texts, langs, ids = (batch.column(c).to_pylist() for c in ("fragment", "lang", "id"))
         return self._translator.plan(texts, langs, [ENGLISH] * len(langs), ids)
 
     def finish(self, batch: pa.Table, context: Plan, results: list[Result], stats: ShardStats) -> pa.Table:
-        done = self._translator.collect(batch.column("fragment").to_pylist(), context, results, stats)
-        return self._checked(batch, done, stats)
-
-    def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
-        if self.streams():
-            return super().process(batch, stats)
-        texts, langs, ids = (batch.column(c).to_pylist() for c in ("fragment", "lang", "id"))
-        return self._checked(batch, translate_all(self._translator, texts, langs, [ENGLISH] * len(texts), ids,
-                                                  stats), stats)
-
-    def _checked(self, batch: pa.Table, done: list[Translation], stats: ShardStats) -> pa.Table:
         """The rows whose translation passed the checks, with ``response_en`` and its LID probability."""
         texts, langs = batch.column("fragment").to_pylist(), batch.column("lang").to_pylist()
+        done = self._translator.collect(texts, context, results, stats)
         outputs = [Output(en, src, lang, ENGLISH) for (en, _), src, lang in zip(done, texts, langs, strict=True)]
         batch, kept = self.apply_checks(batch, outputs, [r for _, r in done], stats, lid=self._lid)
         return (batch.append_column("response_en", pa.array([outputs[i].text for i in kept], pa.string()))

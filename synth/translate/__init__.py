@@ -1,12 +1,17 @@
 """Translators: one protocol for every way a stage turns text into another language.
 
 Stage 2 (into English) and stage 5 (into the target language, and back for the round trip) name a backend with
-their ``translator`` setting; ``backend(name)`` finds it in ``BACKENDS``. A backend is made from the stage and a
-``Direction`` (which of the stage's settings hold this direction's prompt or model), reads its settings from the
-stage, and answers for its part of the stage's fingerprint: ``params`` (its models and prompts by identity). Its
-``FIELDS`` are the stage settings only it reads; they stay out of the fingerprint while another backend is in
-use. A new backend is a module here, its settings in ``TranslatorSettings``, and a line in
-``BACKENDS``.
+their ``translator`` setting; ``backend(name)`` finds it in ``BACKENDS``. The stage holds one translator, made
+from its settings (the stage, read as a settings object), the ``Direction``s it translates in (which of the
+stage's settings hold each direction's prompt or model) and the stage's engine service (``synth.llm.service``),
+which only an LLM backend opens. The translator answers for its part of the stage's fingerprint (``params``: its
+models and prompts by identity) and for where its copies run (``placement``, ``facts``); its ``FIELDS`` are the
+stage settings only it reads, out of the fingerprint while another backend is in use.
+
+Every backend streams the same way: ``plan`` a batch's requests, ``collect`` its translations from their answers.
+A batch backend (seq2seq, Apertium) plans none and translates in ``collect`` (``BatchTranslator.run``), so a
+stage never asks which kind it holds. A new backend is a module here that subclasses ``BatchTranslator`` (copy
+``apertium.py``), its settings in ``TranslatorSettings``, and a line in ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field, fields
 from functools import cache
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar
 
 from synth.devices import Gpu, Placement
 from synth.errors import SynthError
 from synth.lang import canonical
+from synth.llm.request import Request, Result
+from synth.llm.service import EngineService
 from synth.stats import ShardStats
 
 Translation = tuple[str, str | None]  # (cleaned translation, the reason it failed or None)
@@ -47,34 +54,92 @@ FORWARD = Direction()
 ROUND_TRIP = Direction(prompt="roundtrip_prompt", mt_model="roundtrip_mt_model", id_suffix=":back")
 
 
-@runtime_checkable
-class Translator(Protocol):
-    """One direction of translation for a stage: ``translate`` gives per text ``(cleaned text, reason or None)``,
-    the reason being one of the shared output checks (``synth.checks``) or the engine's own."""
+Plan = tuple[list[int], Any]  # the texts sent (the others are copied), and what the backend joins their answers by
 
-    FIELDS: ClassVar[frozenset[str]]
-    # Whether the stage streams its batches through this translator (``plan`` a batch's requests, ``collect``
-    # their answers: an LLM's engine window stays full across batches) or calls ``translate`` a batch at a time.
-    STREAMS: ClassVar[bool] = False
 
-    def __init__(self, stage: Any, direction: Direction = FORWARD) -> None: ...
+class Translator:
+    """The protocol, and its shared half: which texts need translating (``needs_translation``) and copying the
+    others. A backend writes ``requests`` and ``answers`` (an LLM: one request per piece, joined again), or
+    ``run`` (``BatchTranslator``); it gives per text ``(cleaned text, reason or None)``, the reason being one of
+    the shared output checks (``synth.checks``) or the engine's own."""
 
-    def params(self) -> dict[str, Any]: ...
+    FIELDS: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, settings: Any, directions: tuple[Direction, ...] = (FORWARD,),
+                 engine: EngineService | None = None) -> None:
+        self.settings = settings
+        self.directions = directions
+        self.engine = engine
+
+    def params(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """This backend's part of the fingerprint for its directions (``facts``: where the stage's copies run)."""
+        return {}
 
     def placement(self) -> Placement | None:
         """The copies the stage runs for this translator (``synth.kernel.Stage.placement``); None: no model."""
-        ...
+        return None
 
     def facts(self, gpus: list[Gpu]) -> dict[str, Any]:
         """What names its output on a copy that sees ``gpus`` (``synth.kernel.Stage.facts``)."""
-        ...
+        return {}
 
-    def setup(self) -> None: ...
+    def setup(self) -> None:
+        """Load what translating needs (once per copy)."""
+
+    def close(self) -> None:
+        """Free what ``setup`` loaded."""
+
+    def requests(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
+                 direction: Direction) -> tuple[list[Request], Any]:
+        """The requests for ``texts`` (all to translate), and what ``answers`` joins their answers by."""
+        raise NotImplementedError
+
+    def answers(self, texts: list[str], layout: Any, results: list[Result], stats: ShardStats) -> list[Translation]:
+        """Each of ``texts``' translation, from ``requests``' layout and the answers to its requests."""
+        raise NotImplementedError
+
+    def plan(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
+             direction: Direction = FORWARD) -> tuple[list[Request], Plan]:
+        """The requests for the texts not already in their target language (``needs_translation``)."""
+        todo = needs_translation(src_langs, tgt_langs)
+        requests, layout = self.requests([texts[i] for i in todo], [src_langs[i] for i in todo],
+                                         [tgt_langs[i] for i in todo], [ids[i] for i in todo], direction)
+        return requests, (todo, layout)
+
+    def collect(self, texts: list[str], plan: Plan, results: list[Result], stats: ShardStats,
+                counted: bool = True) -> list[Translation]:
+        """Each text's translation from ``plan``'s answers; the texts not sent are copied (``copied``)."""
+        todo, layout = plan
+        out = copied(texts, todo, stats, counted)
+        if todo:
+            for i, res in zip(todo, self.answers([texts[i] for i in todo], layout, results, stats), strict=True):
+                out[i] = res
+        return out
 
     def translate(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
-                  stats: ShardStats) -> list[Translation]: ...
+                  stats: ShardStats, direction: Direction = FORWARD, counted: bool = True) -> list[Translation]:
+        """``plan``, the engine's answers, ``collect``: for a caller that translates one batch at a time."""
+        requests, plan = self.plan(texts, src_langs, tgt_langs, ids, direction)
+        results = self.engine.ask(requests, stats) if requests else []
+        return self.collect(texts, plan, results, stats, counted)
 
-    def close(self) -> None: ...
+
+class BatchTranslator(Translator):
+    """A backend that translates a batch at a time in the stage's own process: it plans no requests, and
+    ``collect`` translates (``run``)."""
+
+    def requests(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
+                 direction: Direction) -> tuple[list[Request], Any]:
+        return [], (src_langs, tgt_langs, direction)
+
+    def answers(self, texts: list[str], layout: Any, results: list[Result], stats: ShardStats) -> list[Translation]:
+        src_langs, tgt_langs, direction = layout
+        return self.run(texts, src_langs, tgt_langs, direction, stats)
+
+    def run(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], direction: Direction,
+            stats: ShardStats) -> list[Translation]:
+        """Translate every text (none is in its target language already)."""
+        raise NotImplementedError
 
 
 def backend(name: str) -> type[Translator]:
@@ -113,17 +178,11 @@ class TranslatorSettings:
     # what this language uses (Apertium: its pair with English). Rows carry their own language either way.
     lang: str | None = field(default=None, metadata={"fingerprint": False})
 
-    def translator_for(self, direction: Direction = FORWARD) -> Translator:
-        """The backend named by ``translator`` for one direction (cheap: models load in its ``setup``)."""
-        return backend(self.translator)(self, direction)
-
-    def streams(self) -> bool:
-        """Whether the stage streams its batches (``LLMStage.streams``): only through a translator that streams,
-        and only a stage that says what to ask per batch (``build``: ``LLMStage.streams``, next in line)."""
-        if self.translator is None or not backend(self.translator).STREAMS:
-            return False
-        stage_streams = getattr(super(), "streams", None)
-        return stage_streams() if stage_streams is not None else False
+    def translator_for(self, *directions: Direction) -> Translator:
+        """The backend named by ``translator``, for ``directions`` (default: forward alone), on the stage's
+        engine service (cheap: models load in its ``setup``). The stage is an ``LLMStage``, as every stage that
+        translates is: an LLM backend needs its engine."""
+        return backend(self.translator)(self, directions or (FORWARD,), self.engine_service())
 
     def placement(self) -> Placement | None:
         """The stage's copies, as its translator needs them: the LLM's engine copies, a seq2seq model per GPU,
@@ -138,8 +197,7 @@ class TranslatorSettings:
         the settings of a backend that is not in use."""
         p = {f.name: getattr(self, f.name) for f in fields(self)
              if f.metadata.get("fingerprint", True) and f.name not in backend_fields()}
-        for direction in directions:
-            p.update(self.translator_for(direction).params())
+        p.update(self.translator_for(*directions).params(self.named_facts()))
         return p
 
 
@@ -155,16 +213,3 @@ def copied(texts: list[str], todo: list[int], stats: ShardStats, counted: bool =
     if counted and len(todo) < len(texts):
         stats.count("copied_same_language", len(texts) - len(todo))
     return [(t, None) for t in texts]
-
-
-def translate_all(translator: Translator, texts: list[str], src_langs: list[str], tgt_langs: list[str],
-                  ids: list[str], stats: ShardStats, counted: bool = True) -> list[Translation]:
-    """Translate each text, except those already in the target language (``needs_translation``): copied."""
-    todo = needs_translation(src_langs, tgt_langs)
-    out = copied(texts, todo, stats, counted)
-    if todo:
-        done = translator.translate([texts[i] for i in todo], [src_langs[i] for i in todo],
-                                    [tgt_langs[i] for i in todo], [ids[i] for i in todo], stats)
-        for i, res in zip(todo, done, strict=True):
-            out[i] = res
-    return out

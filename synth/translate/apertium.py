@@ -24,7 +24,7 @@ from synth import checks as ck
 from synth.errors import SynthError
 from synth.lang import spellings
 from synth.stats import ShardStats
-from synth.translate import FORWARD, Direction, TranslateError, Translation
+from synth.translate import FORWARD, BatchTranslator, Direction, TranslateError, Translation
 
 INSTALL = "apt-get install apertium apertium-eng-spa (Debian/Ubuntu; `apt-cache search apertium` lists the pairs)"
 MARKER = "<<<SYNTH {}>>>"
@@ -119,35 +119,22 @@ def translate_batch(mode: str, texts: list[str]) -> list[str]:
     return [run_apertium(mode, t).strip() for t in texts]  # a marker was lost or doubled: one process per text
 
 
-class ApertiumTranslator:
-    """A translator backend (``synth.translate``) over the ``apertium`` command; no settings of its own."""
+class ApertiumTranslator(BatchTranslator):
+    """A translator backend (``synth.translate``) over the ``apertium`` command; no settings of its own, no model
+    (no placement: the stage runs on plain workers)."""
 
-    FIELDS: frozenset[str] = frozenset()
-    STREAMS = False  # a batch at a time (translate)
-
-    def __init__(self, stage: Any, direction: Direction = FORWARD) -> None:
+    def __init__(self, settings: Any, directions: tuple[Direction, ...] = (FORWARD,), engine: Any = None) -> None:
         binary()  # missing: fails when the stage is made, not at the first shard
-        self.stage = stage
-        self.direction = direction
+        super().__init__(settings, directions, engine)
 
-    def params(self) -> dict[str, Any]:
-        return {"apertium": pair_versions(getattr(self.stage, "lang", None))}
-
-    def placement(self) -> None:
-        """A CPU command, no model: the stage runs on plain workers."""
-        return None
-
-    def facts(self, gpus: list[Any]) -> dict[str, Any]:
-        return {}
+    def params(self, facts: dict[str, Any]) -> dict[str, Any]:
+        return {"apertium": pair_versions(getattr(self.settings, "lang", None))}
 
     def setup(self) -> None:
         modes()
 
-    def close(self) -> None:
-        pass
-
-    def translate(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], ids: list[str],
-                  stats: ShardStats) -> list[Translation]:
+    def run(self, texts: list[str], src_langs: list[str], tgt_langs: list[str], direction: Direction,
+            stats: ShardStats) -> list[Translation]:
         out: list[Translation] = [("", ck.EMPTY)] * len(texts)
         groups: dict[str, list[int]] = {}
         for i, (s, t) in enumerate(zip(src_langs, tgt_langs, strict=True)):
@@ -156,5 +143,5 @@ class ApertiumTranslator:
             done = translate_batch(mode, [texts[i] for i in idx])
             stats.count("apertium_calls")
             for i, text in zip(idx, done, strict=True):
-                out[i] = ck.result_problem(text, "stop", None, self.stage.checks)
+                out[i] = ck.result_problem(text, "stop", None, self.settings.checks)
         return out
