@@ -17,4 +17,14 @@ def run(rundir, progress: bool = True, **settings):
     return run_pipeline(RunSettings.from_dict(settings), rundir, progress=progress)
 
 
-__all__ = ["Stage", "StageOutput", "ShardStats", "run", "run_stage", "__version__"]
+def pick(out, lang: str, inputs: list[str], progress: bool = True, **settings):
+    """``synth pick`` from Python: ``synth.pick("picks/es", "es", ["corpus_es/"], translators=["apertium", "llm"])``
+    measures each candidate on a sample and writes ``OUT/pick.toml``; ``settings`` are the fields of
+    ``synth.pick.PickSettings``. Returns the ``PickResult`` (every candidate's numbers, and the choice)."""
+    from synth.pick import PickSettings
+    from synth.pick import pick as run_pick
+
+    return run_pick(out, PickSettings(lang=lang, inputs=list(inputs), **settings), progress=progress)
+
+
+__all__ = ["Stage", "StageOutput", "ShardStats", "pick", "run", "run_stage", "__version__"]

@@ -26,8 +26,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("translators and selection", {"translate", "select"}),
     ("stages", {"stages"}),
     ("the declaration", {"registry", "pipeline"}),
-    ("what a run makes, and the tools beside it", {"export", "report", "plan", "audit", "baselines", "train",
-                                                   "eval"}),
+    ("what a run makes, and the tools beside it", {"export", "report", "plan", "pick", "audit", "baselines",
+                                                   "train", "eval"}),
     ("orchestration", {"orchestrate"}),
     ("interface", {"cli", "__main__", ""}),  # "": the package itself (synth/__init__.py)
 ]

@@ -5,7 +5,7 @@ per command name, with the options its stages declare, and ``--out``, ``--config
 calls a model adds ``--engine``, ``--model``, ``--engine-opt`` and ``--cache``.
 """
 
-from synth.cli import dataset, models, training  # noqa: F401 (each registers its commands on app, in this order)
+from synth.cli import dataset, models, pick, training  # noqa: F401 (each registers its commands on app, in this order)
 from synth.cli.common import app
 
 __all__ = ["app"]

@@ -67,3 +67,11 @@ def _engine_options(pairs: list[str] | None) -> dict:
         except json.JSONDecodeError:
             out[key.replace("-", "_")] = value
     return out
+
+
+def _split(values: list[str] | str | None) -> list[str] | None:
+    """Repeatable and comma-separated at once: ``--langs swh,yor --langs zul`` → [swh, yor, zul]."""
+    if values is None:
+        return None
+    items = [v.strip() for raw in ([values] if isinstance(values, str) else values) for v in str(raw).split(",")]
+    return [v for v in items if v] or None

@@ -11,6 +11,7 @@ from rich.table import Table
 from synth.cli.common import (
     _engine_options,
     _fail,
+    _split,
     app,
     console,
 )
@@ -18,14 +19,6 @@ from synth.config import parse_count, record
 from synth.config import section as config_section
 
 # ---------------------------------------------------------------------------------------------------- train, mix, eval
-
-
-def _split(values: list[str] | str | None) -> list[str] | None:
-    """Repeatable and comma-separated at once: ``--langs swh,yor --langs zul`` → [swh, yor, zul]."""
-    if values is None:
-        return None
-    items = [v.strip() for raw in ([values] if isinstance(values, str) else values) for v in str(raw).split(",")]
-    return [v for v in items if v] or None
 
 
 def _lang_paths(values: list[str] | None, flag: str) -> list[str] | dict[str, list[str]] | None:
