@@ -1,8 +1,12 @@
-"""A cap on a run's work, in tokens: ``--max-budget 2M`` (``max_budget`` in run.toml).
+"""A cap on a run's work: ``--max-budget 2M`` (tokens), ``--max-budget 3gpu-h`` (GPU-hours) or ``--max-budget
+40USD`` (money; ``max_budget`` in run.toml).
 
 The spend is what ``synth plan`` projects and ``stats.json`` counts: the prompt and completion tokens of every LLM
 request and the input and output tokens of a seq2seq MT model, cached answers included (they measure the work the
-rows need, so a resumed run counts what it counted before and stops at the same place under the same cap). The
+rows need, so a resumed run counts what it counted before and stops at the same place under the same cap).
+GPU-hours and money are those tokens as ``synth plan`` prices them (``Budget.cost``, made from run.toml's
+``[plan]`` by ``synth.orchestrate``): through a GPU profile's prefill and decode tokens/s, then a GPU-hour's price
+or a hosted API's price per million tokens, so the cap is as reproducible as the tokens are. The
 spend so far is every other stage's in ``stats.json`` plus this stage's finished shards. When a stage starts and
 after each shard it commits, the runner asks whether the spend so far plus one more shard at this stage's pace
 would pass the cap; if so the stage stops cleanly: the shards committed stay (the answers of those in flight are
@@ -13,12 +17,14 @@ uncapped run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth.config import ConfigError, parse_count
 from synth.errors import SynthError
 
 TOKEN_COUNTERS = ("prompt_tokens", "completion_tokens", "mt_input_tokens", "mt_output_tokens")
@@ -34,26 +40,70 @@ def tokens(stats: dict[str, Any]) -> int:
     return int(sum(counters.get(k, 0) for k in TOKEN_COUNTERS))
 
 
+TOKENS, GPU_HOURS = "tokens", "GPU-hours"
+_GPU_HOURS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*gpu[-_ ]?h(?:ours?)?\s*$", re.IGNORECASE)
+_MONEY = re.compile(r"^\s*(\$)?\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{3})?\s*$")
+
+
+def parse_budget(value: int | float | str | None) -> tuple[float, str] | None:
+    """``--max-budget``: a count of tokens (``2M``, ``500k``, ``120000``), GPU-hours (``3gpu-h``, ``0.5 GPU-hours``)
+    or money in a currency (``40USD``, ``$40``, ``25 EUR``): ``(amount, unit)``, the unit ``tokens``,
+    ``GPU-hours`` or the currency's code."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        amount, unit = float(value), TOKENS
+    elif m := _GPU_HOURS.match(value):
+        amount, unit = float(m.group(1)), GPU_HOURS
+    elif (m := _MONEY.match(value)) and (m.group(1) or m.group(3)):
+        amount, unit = float(m.group(2)), (m.group(3) or "USD").upper()
+    else:
+        try:
+            amount, unit = float(parse_count(value)), TOKENS
+        except ConfigError:
+            raise ConfigError(f"--max-budget {value!r}: give tokens (2M), GPU-hours (3gpu-h) or money (40USD, "
+                              "$40)") from None
+    if amount <= 0:
+        raise ConfigError(f"--max-budget must be positive, not {value!r}")
+    return amount, unit
+
+
+def budget_flag(text: str | None) -> int | str | None:
+    """The flag as run.toml keeps it: a token count as a number, GPU-hours or money as written (checked now)."""
+    parsed = parse_budget(text)
+    return None if parsed is None else int(parsed[0]) if parsed[1] == TOKENS else str(text).strip()
+
+
 @dataclass
 class Budget:
-    """At most ``max_tokens`` of work in a run directory."""
+    """At most ``limit`` of work in a run directory, in ``unit``; ``cost`` turns one shard's or stage's stats into
+    that unit (default: its tokens), ``basis`` says how, for the stop message."""
 
-    max_tokens: int
+    limit: float
+    unit: str = TOKENS
+    cost: Callable[[dict[str, Any]], float] = field(default=tokens)
+    basis: str = ""
 
     def __post_init__(self) -> None:
-        if self.max_tokens <= 0:
-            raise ValueError(f"--max-budget must be a positive number of tokens, not {self.max_tokens}")
+        if self.limit <= 0:
+            raise ValueError(f"--max-budget must be positive, not {self.limit}")
 
-    def spent_before(self, rundir: Path, key: str) -> int:
-        """Tokens of the run's other stages, from ``stats.json`` (this stage's are counted from its shards)."""
+    def show(self, amount: float) -> str:
+        if self.unit == TOKENS:
+            return f"{amount:,.0f} tokens"
+        number = f"{amount:,.2f}" if amount >= 100 else f"{amount:.4g}"
+        return f"{number} {self.unit}"
+
+    def spent_before(self, rundir: Path, key: str) -> float:
+        """The spend of the run's other stages, from ``stats.json`` (this stage's is counted from its shards)."""
         try:
             stages = json.loads((Path(rundir) / "stats.json").read_text()).get("stages", {})
         except (OSError, ValueError):
             return 0
-        return sum(tokens(s) for k, s in stages.items() if k != key)
+        return sum(self.cost(s) for k, s in stages.items() if k != key)
 
     def meter(self, rundir: Path, key: str, finished: list[dict[str, Any]], total: int) -> Meter:
-        own = sum(tokens(m["stats"]) for m in finished)
+        own = sum(self.cost(m["stats"]) for m in finished)
         return Meter(self, key, self.spent_before(rundir, key) + own, len(finished), total, own)
 
 
@@ -63,26 +113,28 @@ class Meter:
 
     budget: Budget
     key: str
-    spent: int  # the run's, this stage's finished shards included
+    spent: float  # the run's, this stage's finished shards included
     done: int  # this stage's shards committed
     total: int
-    own: int  # this stage's tokens so far: its pace is own / done
+    own: float  # this stage's spend so far: its pace is own / done
 
     def check(self) -> None:
         """Stop if the spend so far, plus one more shard at this stage's pace, would pass the cap."""
         if self.done >= self.total:
             return
+        b = self.budget
         pace = self.own / self.done if self.done else 0
-        if self.spent >= self.budget.max_tokens or self.spent + pace > self.budget.max_tokens:
-            ahead = f" (the next shard takes about {pace:,.0f} at this stage's pace)" if pace else ""
+        if self.spent >= b.limit or self.spent + pace > b.limit:
+            ahead = f" (the next shard takes about {b.show(pace)} at this stage's pace)" if pace else ""
+            basis = f" ({b.basis})" if b.basis else ""
             raise BudgetExceeded(
-                f"budget reached at stage {self.key}: {self.spent:,} tokens spent of --max-budget "
-                f"{self.budget.max_tokens:,}{ahead}; {self.done} of {self.total} shards of {self.key} are "
+                f"budget reached at stage {self.key}: {b.show(self.spent)} spent of --max-budget "
+                f"{b.show(b.limit)}{basis}{ahead}; {self.done} of {self.total} shards of {self.key} are "
                 "committed. Run the same command with a larger --max-budget to go on from there (nothing done is "
                 "done again)")
 
     def add(self, meta: dict[str, Any]) -> None:
-        spent = tokens(meta["stats"])
+        spent = self.budget.cost(meta["stats"])
         self.spent += spent
         self.own += spent
         self.done += 1
@@ -92,12 +144,12 @@ _current: list[Budget] = []
 
 
 @contextmanager
-def spending(max_tokens: int | None) -> Iterator[Budget | None]:
-    """The run's cap for the stages run inside (none: ``max_tokens`` None)."""
-    if max_tokens is None:
+def spending(budget: Budget | int | None) -> Iterator[Budget | None]:
+    """The run's cap for the stages run inside: a ``Budget``, a number of tokens, or None (no cap)."""
+    if budget is None:
         yield None
         return
-    _current.append(Budget(int(max_tokens)))
+    _current.append(budget if isinstance(budget, Budget) else Budget(int(budget)))
     try:
         yield _current[-1]
     finally:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
-from synth.budget import spending
+from synth.budget import TOKENS, Budget, parse_budget, spending
 from synth.config import ConfigError, load_config, record, resolve, write_run_config
 from synth.export import ExportSettings, export, input_columns
 from synth.kernel import StageError, StageOutput
@@ -45,7 +45,10 @@ class RunSettings:
     workers: int = 1  # processes for the CPU stages (extract)
     executor: str = "local"  # what runs the shards: "local" (this machine's processes) or "ray" (synth.executors)
     ray_address: str | None = None  # ray: None starts a local Ray instance, "auto" joins this machine's cluster
-    max_budget: int | None = None  # tokens of work at most (synth.budget): stops cleanly, resumes with a larger one
+    # Work at most (synth.budget): tokens (a number), or "3gpu-h", "40USD" as [plan] reckons them; stops cleanly,
+    # resumes with a larger one.
+    max_budget: int | str | None = None
+    plan: dict[str, Any] = field(default_factory=dict)  # [plan]: gpu, model_size, gpus, prices (synth.plan)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -70,6 +73,21 @@ class RunSettings:
                                   f"{', '.join(sorted(allowed))})")
         if self.lang:
             self.lang = canonical(self.lang)
+        self.budget()  # a budget that cannot be reckoned (money without prices) fails now, not at the first shard
+
+    def budget(self) -> Budget | None:
+        """``max_budget`` as the cap the stages run under: tokens as counted; GPU-hours and money as ``synth plan``
+        reckons them from ``[plan]`` (``synth.plan.budget_cost``)."""
+        from synth.plan import budget_cost
+
+        parsed = parse_budget(self.max_budget)
+        if parsed is None:
+            return None
+        amount, unit = parsed
+        if unit == TOKENS:
+            return Budget(amount)
+        cost, basis = budget_cost(unit, self.plan)
+        return Budget(amount, unit, cost, basis)
 
     def _lift(self) -> dict[str, set[str]]:
         """Top-level settings written in a stage's section (``[extract] lang = "sw"``, the shape `synth extract`
@@ -163,12 +181,12 @@ def executing(settings: RunSettings, executor: Any = None, ray_address: str | No
     from synth.executors import make_executor, using
 
     if executor is not None and not isinstance(executor, str):
-        with using(executor), spending(settings.max_budget):
+        with using(executor), spending(settings.budget()):
             yield executor
         return
     ex = make_executor(executor or settings.executor, ray_address or settings.ray_address)
     try:
-        with using(ex), spending(settings.max_budget):
+        with using(ex), spending(settings.budget()):
             yield ex
     finally:
         ex.close()

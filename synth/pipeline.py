@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from synth.budget import budget_flag
 from synth.config import parse_count
 from synth.kernel import StageOutput
 from synth.registry import Flag, Pipeline, StageSpec
@@ -104,8 +105,9 @@ RUN_FLAGS = (
     Flag("executor", str, "What runs the shards: local (default, this machine's processes) or ray (a Ray cluster)."),
     Flag("ray_address", str, "With --executor ray: the cluster (host:port), 'auto' (this machine's), or none to "
          "start a local Ray instance."),
-    Flag("max_budget", str, "Tokens of work at most (LLM and MT, suffixes k, M): the run stops cleanly before it "
-         "would pass them; the same command with a larger one resumes.", parse=parse_count),
+    Flag("max_budget", str, "Work at most: tokens (LLM and MT, suffixes k, M), GPU-hours (3gpu-h) or money (40USD, "
+         "$40) as synth plan reckons them from run.toml's [plan]: the run stops cleanly before it would pass it; "
+         "the same command with a larger one resumes.", parse=budget_flag),
 )
 SELECT_FLAGS = (
     Flag("target", str, "Rows to keep (suffixes k, M), or all that pass.", parse=parse_count),

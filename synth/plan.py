@@ -15,9 +15,13 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from synth.budget import GPU_HOURS
+from synth.config import ConfigError
 
 # Aggregate tokens/s of ONE GPU running vLLM with large batches (bf16 weights), per model size: (prefill, decode).
 # ASSUMPTIONS, not measured here (no GPU was available): prefill from ~40-50% of dense bf16 FLOPs at 2·params
@@ -82,6 +86,46 @@ def priced(p: dict[str, Any], prices: Prices) -> dict[str, Any]:
     extract = round(p["extract_cpu_hours"] * prices.cpu_hour, 2)
     return {**p, "stages": stages, "extract_cost": extract, "cost": round(extract + sum(s["cost"] for s in stages), 2),
             "prices": {**asdict(prices), "described": prices.describe()}}
+
+
+def budget_cost(unit: str, section: dict[str, Any]) -> tuple[Callable[[dict[str, Any]], float], str]:
+    """How a shard's or stage's stats become ``unit`` (GPU-hours, or a currency) for ``--max-budget``, as this
+    planner reckons them, from run.toml's ``[plan]`` (``gpu``, ``model_size``, ``gpus``, ``prices``, or
+    ``prefill_tps``/``decode_tps``): the tokens through the GPU profile, then a GPU-hour's price, or the tokens at a
+    hosted API's prices. And how, in words."""
+    gpu, size = section.get("gpu", "H100"), section.get("model_size", "8b")
+    prefill, decode = gpu_profile(gpu, size, section.get("gpus"))
+    prefill, decode = section.get("prefill_tps", prefill), section.get("decode_tps", decode)
+
+    def split(stats: dict[str, Any]) -> tuple[float, float]:
+        return (_counter(stats, "prompt_tokens") + _counter(stats, "mt_input_tokens"),
+                _counter(stats, "completion_tokens") + _counter(stats, "mt_output_tokens"))
+
+    def gpu_hours(stats: dict[str, Any]) -> float:
+        given, made = split(stats)
+        return (given / prefill + made / decode) / 3600
+
+    profile = f"{gpu} {size} profile ({prefill:,.0f} prefill, {decode:,.0f} decode tokens/s)"
+    if unit == GPU_HOURS:
+        return gpu_hours, f"GPU-hours from the tokens through the {profile}"
+    try:
+        prices = Prices(**section.get("prices", {}))
+    except TypeError as e:
+        raise ConfigError(f"[plan.prices]: {e}") from None
+    if prices.currency.upper() != unit:
+        raise ConfigError(f"--max-budget is in {unit}, but [plan.prices] are in {prices.currency}")
+    if prices.by_tokens:
+        inp, out, off = prices.input_per_million, prices.output_per_million or 0.0, 1 - prices.batch_discount
+
+        def api(stats: dict[str, Any]) -> float:
+            given, made = split(stats)
+            return (given * inp + made * out) / 1e6 * off
+
+        return api, prices.describe()
+    if prices.gpu_hour <= 0:
+        raise ConfigError(f"--max-budget in {unit} needs prices: [plan.prices] gpu_hour (your GPUs), or "
+                          "input_per_million and output_per_million (a hosted API), in run.toml")
+    return (lambda stats: gpu_hours(stats) * prices.gpu_hour), f"GPU-hour {prices.gpu_hour:g} {unit}, {profile}"
 
 
 @dataclass

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -329,8 +330,9 @@ def test_a_token_budget_stops_cleanly_and_a_larger_one_resumes_to_the_same_rows(
 
     reference = run_stage(Costly(), toy_source(400, 50), tmp_path / "uncapped", progress=False)
     rundir = tmp_path / "capped"
-    with spending(20_000), pytest.raises(BudgetExceeded, match=r"18,000 tokens spent of --max-budget 20,000 \(the "
-                                                                 r"next shard takes about 6,000.*3 of 8 shards"):
+    with spending(20_000), pytest.raises(BudgetExceeded, match=r"18,000 tokens spent of --max-budget 20,000 tokens "
+                                                                 r"\(the next shard takes about 6,000 tokens.*3 of 8 "
+                                                                 r"shards"):
         run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
     out = next((rundir / "01_toy").iterdir())
     committed = sorted(p.name for p in out.glob("part-*.parquet"))
@@ -344,3 +346,41 @@ def test_a_token_budget_stops_cleanly_and_a_larger_one_resumes_to_the_same_rows(
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # the 3 committed shards were kept
     assert resumed.read().equals(reference.read()) and resumed.fingerprint == reference.fingerprint
     assert resumed.stats()["counters"]["prompt_tokens"] == 40_000
+
+
+@pytest.mark.parametrize("cap, plan, spent", [
+    # Costly's shard: 5,000 prompt and 1,000 completion tokens. At 1 and 2 per million, 0.007 USD; through a
+    # profile of 1,000 prefill and 100 decode tokens/s, 15 GPU-seconds.
+    ("$0.025", {"prices": {"input_per_million": 1.0, "output_per_million": 2.0}}, "0.021 USD spent of --max-budget "
+     "0.025 USD"),
+    ("0.014gpu-h", {"prefill_tps": 1000, "decode_tps": 100}, "0.0125 GPU-hours spent of --max-budget 0.014 GPU-hours"),
+    ("0.9EUR", {"prefill_tps": 1000, "decode_tps": 100, "prices": {"gpu_hour": 72.0, "currency": "EUR"}},
+     "0.9 EUR spent of --max-budget 0.9 EUR"),
+])
+def test_a_budget_in_money_or_gpu_hours_stops_where_plan_reckons_it(tmp_path, cap, plan, spent):
+    """The cap in money or GPU-hours is the tokens as `synth plan` prices them (run.toml's [plan]): the same
+    three shards of eight commit as under the token cap, and a larger cap resumes to the uncapped rows."""
+    from synth.budget import BudgetExceeded, spending
+    from synth.orchestrate import RunSettings
+
+    budget = RunSettings.from_dict({"max_budget": cap, "plan": plan}).budget()
+    rundir = tmp_path / "capped"
+    with spending(budget), pytest.raises(BudgetExceeded, match=re.escape(spent)) as stop:
+        run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
+    assert "3 of 8 shards" in str(stop.value)
+    with spending(RunSettings.from_dict({"max_budget": "1M", "plan": plan}).budget()):
+        resumed = run_stage(Costly(), toy_source(400, 50), rundir, progress=False)
+    assert resumed.read().equals(run_stage(Costly(), toy_source(400, 50), tmp_path / "uncapped", progress=False).read())
+
+
+@pytest.mark.parametrize("cap, plan, message", [
+    ("$40", {}, r"needs prices: \[plan.prices\] gpu_hour"),
+    ("40EUR", {"prices": {"gpu_hour": 2.0}}, "--max-budget is in EUR, but .plan.prices. are in USD"),
+    ("forty", {}, r"give tokens \(2M\), GPU-hours \(3gpu-h\) or money"),
+    ("3gpu-h", {"gpu": "TPU"}, "TPU"),
+])
+def test_a_budget_that_cannot_be_reckoned_fails_when_the_run_is_set_up(cap, plan, message):
+    from synth.orchestrate import RunSettings
+
+    with pytest.raises(ValueError, match=message):
+        RunSettings.from_dict({"max_budget": cap, "plan": plan})

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from synth.budget import budget_flag
 from synth.cli.common import (
     CACHE_HELP,
     CONFIG_HELP,
@@ -411,7 +412,7 @@ def run_cmd(
     try:
         flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
                  "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
-                 "executor": executor, "ray_address": ray_address, "max_budget": parse_count(max_budget)}
+                 "executor": executor, "ray_address": ray_address, "max_budget": budget_flag(max_budget)}
         sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
                     "decontaminate": {"paths": decontaminate or None},
                     EXPORT: {"formats": export_formats(format)}}
