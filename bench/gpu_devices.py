@@ -44,8 +44,7 @@ from synth.stats import ShardStats  # noqa: E402
 class Probe(Stage):
     """One copy per GPU; every row records what its copy's process sees."""
 
-    name = "probe"
-    step = 1
+    key = "01_probe"
 
     def placement(self) -> Placement:
         return Placement(per_copy=1)

@@ -233,8 +233,7 @@ def audit_reason(row: dict[str, Any], s: Audit) -> str | None:
 class Audit(TranslatorSettings, LLMStage):
     """Scores every row and gives each its reason (``reason``: null when it passes); no row leaves here."""
 
-    name = "audit"
-    step = 1
+    key = "01_audit"
     version = "1"
     translator: str | None = None  # None: rows without English versions skip relevance and fidelity
     prompt: str = "translate_to_en"  # the LLM translator's prompt (into English)
@@ -404,8 +403,7 @@ def final_reason(row: dict[str, Any], min_quality: float | None, judged: bool) -
 class Keep(Gate):
     """The rows that pass every check (and the judge): the others leave, counted under their reason."""
 
-    name = "keep"
-    step = 6
+    key = "06_keep"
     version = "1"
     min_quality: float | None = 3.0
     judged: bool = False

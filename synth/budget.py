@@ -17,14 +17,12 @@ uncapped run.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from synth.config import ConfigError, parse_count
 from synth.errors import SynthError
 
 TOKEN_COUNTERS = ("prompt_tokens", "completion_tokens", "mt_input_tokens", "mt_output_tokens")
@@ -41,37 +39,6 @@ def tokens(stats: dict[str, Any]) -> int:
 
 
 TOKENS, GPU_HOURS = "tokens", "GPU-hours"
-_GPU_HOURS = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*gpu[-_ ]?h(?:ours?)?\s*$", re.IGNORECASE)
-_MONEY = re.compile(r"^\s*(\$)?\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]{3})?\s*$")
-
-
-def parse_budget(value: int | float | str | None) -> tuple[float, str] | None:
-    """``--max-budget``: a count of tokens (``2M``, ``500k``, ``120000``), GPU-hours (``3gpu-h``, ``0.5 GPU-hours``)
-    or money in a currency (``40USD``, ``$40``, ``25 EUR``): ``(amount, unit)``, the unit ``tokens``,
-    ``GPU-hours`` or the currency's code."""
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        amount, unit = float(value), TOKENS
-    elif m := _GPU_HOURS.match(value):
-        amount, unit = float(m.group(1)), GPU_HOURS
-    elif (m := _MONEY.match(value)) and (m.group(1) or m.group(3)):
-        amount, unit = float(m.group(2)), (m.group(3) or "USD").upper()
-    else:
-        try:
-            amount, unit = float(parse_count(value)), TOKENS
-        except ConfigError:
-            raise ConfigError(f"--max-budget {value!r}: give tokens (2M), GPU-hours (3gpu-h) or money (40USD, "
-                              "$40)") from None
-    if amount <= 0:
-        raise ConfigError(f"--max-budget must be positive, not {value!r}")
-    return amount, unit
-
-
-def budget_flag(text: str | None) -> int | str | None:
-    """The flag as run.toml keeps it: a token count as a number, GPU-hours or money as written (checked now)."""
-    parsed = parse_budget(text)
-    return None if parsed is None else int(parsed[0]) if parsed[1] == TOKENS else str(text).strip()
 
 
 @dataclass

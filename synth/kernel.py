@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import time
 from collections import deque
@@ -55,8 +56,10 @@ class Stage:
     (loaded models, clients): they are not pickled to workers and are rebuilt by ``setup``.
     """
 
-    name: ClassVar[str] = "stage"
-    step: ClassVar[int] = 0
+    # Its folder in a run directory and its entry in stats.json, "NN_name": NN the step of the method it belongs to
+    # (several stages share one), name what it does (its fingerprint's name). Written here once: the pipeline's
+    # StageSpec reads it from the class.
+    key: ClassVar[str] = "00_stage"
     version: ClassVar[str] = "1"  # bump when the code changes what rows come out
     CHECKS: ClassVar[tuple[Any, ...]] = ()  # the stage's check list (synth.gate.Check), run in order
 
@@ -136,8 +139,21 @@ class Stage:
         return None
 
     @property
-    def key(self) -> str:
-        return f"{self.step:02d}_{self.name}"
+    def name(self) -> str:
+        return self.key.split("_", 1)[1]
+
+    @property
+    def step(self) -> int:
+        return int(self.key.split("_", 1)[0])
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not re.fullmatch(r"[0-9]{2}_[a-z0-9_]+", cls.key):
+            raise TypeError(f"{cls.__name__}.key = {cls.key!r}: give 'NN_name' (two digits, then lower-case letters, "
+                            "digits or _), e.g. '06_polish'")
+        for old in ("name", "step"):
+            if isinstance(cls.__dict__.get(old), str | int):
+                raise TypeError(f"{cls.__name__} sets {old}: a stage declares its key once, key = 'NN_name'")
 
     def fingerprint(self, input_fingerprint: str) -> str:
         # The check list names the output too: a check added or removed changes which rows pass.

@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
-from synth.budget import TOKENS, Budget, parse_budget, spending
-from synth.config import ConfigError, load_config, record, resolve, write_run_config
+from synth.budget import TOKENS, Budget, spending
+from synth.config import ConfigError, load_config, parse_budget, record, resolve, write_run_config
 from synth.export import ExportSettings, export, input_columns
 from synth.kernel import StageError, StageOutput
 from synth.lang import canonical

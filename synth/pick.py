@@ -272,7 +272,9 @@ def pick(out: str | Path, settings: PickSettings, progress: bool = True) -> Pick
     teachers: list[Measured] = []
     if settings.models:
         source = chosen or max(translators, key=lambda c: c.overall)
-        english = StageOutput.current(out / "candidates" / slug(source.name), "02_translate")
+        from synth.stages.translate import Translate
+
+        english = StageOutput.current(out / "candidates" / slug(source.name), Translate.key)
         teachers = [judge(measure_teacher(m, english, out, settings, progress), settings) for m in settings.models]
     result = PickResult(out, settings.lang, translators, teachers, chosen, best(teachers))
     atomic_write_text(out / "pick.json", json.dumps({"lang": settings.lang, "sample": sample.num_rows,

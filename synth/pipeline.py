@@ -1,8 +1,8 @@
-"""The pipeline, declared once: ``PIPELINE`` lists every stage in order, with the folder it writes (its key), its
-class, the stage whose output it reads, its settings (a section of ``run.toml``), whether it calls a model and
-its label. ``synth run`` (``synth.orchestrate.run``), the single-stage commands and their options, the sections
-``RunSettings`` accepts, the lineage checks, ``synth plan``, the report and the dataset card all read it, so a
-new stage is one file with its ``Stage`` class and one ``StageSpec`` line below (or, from outside,
+"""The pipeline, declared once: ``PIPELINE`` lists every stage in order, with its class (whose ``key`` is the
+folder it writes), the stage whose output it reads, its settings (a section of ``run.toml``), whether it calls a
+model and its label. ``synth run`` (``synth.orchestrate.run``), the single-stage commands and their options, the
+sections ``RunSettings`` accepts, the lineage checks, ``synth plan``, the report and the dataset card all read
+it, so a new stage is one file with its ``Stage`` class and one ``StageSpec`` line below (or, from outside,
 ``register``). The types are in ``synth.registry``.
 """
 
@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synth.budget import budget_flag
-from synth.config import parse_count
+from synth.config import budget_flag, parse_count
 from synth.kernel import StageOutput
 from synth.registry import Flag, Pipeline, StageSpec
 
@@ -125,27 +124,27 @@ SELECT_FLAGS = (
 )
 
 PIPELINE = Pipeline((
-    StageSpec("01_fragments", "synth.stages.extract:Fragments", reads=None, made_by="01_extract", card=_lid_line),
-    StageSpec("01_extract", "synth.stages.extract:Decide", reads="01_fragments", driver=_extract,
+    StageSpec("synth.stages.extract:Fragments", reads=None, made_by="01_extract", card=_lid_line),
+    StageSpec("synth.stages.extract:Decide", reads="01_fragments", driver=_extract,
               settings="synth.stages.extract:ExtractSettings", top=("lang", "fragments", "inputs", "workers"),
               requires=("lang", "inputs"), flags=EXTRACT_FLAGS,
               help="Stage 1: native fragments in one language from raw corpora."),
-    StageSpec("01_decontaminate", "synth.stages.decontaminate:Decontaminate", reads="01_extract", command="extract",
+    StageSpec("synth.stages.decontaminate:Decontaminate", reads="01_extract", command="extract",
               card=_decontaminate_line,
               flags=(Flag("paths", list, "Evaluation files to keep out (JSONL, Parquet, datasets folders): fragments "
                           "that overlap them leave as 'contaminated'. Repeatable.", name="decontaminate"),)),
-    StageSpec("02_translate", "synth.stages.translate:Translate", reads="01_decontaminate", fallback="01_extract",
+    StageSpec("synth.stages.translate:Translate", reads="01_decontaminate", fallback="01_extract",
               uses_model=True, top=("lang",),
               flags=(TRANSLATOR, MT_MODEL, MAX_TOKENS),
               help="Stage 2: translate each native fragment to English (response_en)."),
-    StageSpec("03_instruct", "synth.stages.instruct:Instruct", reads="02_translate", uses_model=True,
+    StageSpec("synth.stages.instruct:Instruct", reads="02_translate", uses_model=True,
               flags=(Flag("task_types", str, "'row' (varied, picked per row) or 'model' (the model picks)."),
                      MAX_TOKENS),
               help="Stage 3: write the English instruction each response answers (instruction_en)."),
-    StageSpec("04_score", "synth.stages.score:Score", reads="03_instruct", uses_model=True, warn=_judge_warning,
+    StageSpec("synth.stages.score:Score", reads="03_instruct", uses_model=True, warn=_judge_warning,
               flags=(Flag("logprobs", int, "Top-k logprobs for the expected score (0: off)."),),
               help="Stage 4a: an LLM judge rates each English pair 1-5 (quality, quality_reason)."),
-    StageSpec("04_embed", "synth.select.embed:Embed", reads="04_score", command="select",
+    StageSpec("synth.select.embed:Embed", reads="04_score", command="select",
               flags=(Flag("model", str, "sentence-transformers model (default: all-MiniLM-L6-v2).",
                           name="embed-model"),
                      Flag("backend", str, "Embedding backend: auto (default: torch on a GPU, on a CPU openvino "
@@ -153,16 +152,16 @@ PIPELINE = Pipeline((
                           name="embed-backend"),
                      Flag("relevance_model", str, "A cross-encoder or reranker (directory or hub name) for the "
                           "instruction-response relevance, instead of the embedding model's cosine."))),
-    StageSpec("04_select", "synth.select.select:Mark", reads="04_embed", build=_select,
+    StageSpec("synth.select.select:Mark", reads="04_embed", build=_select,
               settings="synth.select.settings:SelectSettings", top=("target",), flags=SELECT_FLAGS,
               help="Stage 4b: cheap, re-runnable selection by quality and diversity; never calls the judge."),
-    StageSpec("05_backtranslate", "synth.stages.backtranslate:Backtranslate", reads="04_select",
+    StageSpec("synth.stages.backtranslate:Backtranslate", reads="04_select",
               fallback="03_instruct", uses_model=True, top=("lang",),
               flags=(TRANSLATOR, MT_MODEL, Flag("roundtrip", bool, "Round-trip similarity score."),
                      Flag("qe_model", str, "Learned QE score bt_qe: a MetricX-24 model (directory or hub name; "
                           "qe_tokenizer in run.toml) or, with unbabel-comet, CometKiwi.")),
               help="Stage 5: translate the instruction into the target language, scored and gated for fidelity."),
-    StageSpec("05_fidelity", "synth.stages.backtranslate:Fidelity", reads="05_backtranslate", build=_gate,
+    StageSpec("synth.stages.backtranslate:Fidelity", reads="05_backtranslate", build=_gate,
               settings="synth.stages.backtranslate:FidelityThresholds", label="fidelity gate",
               command="backtranslate"),
 ))

@@ -1,7 +1,7 @@
-"""The registry's types: a ``StageSpec`` says what one stage is to the rest of synth (its key, class, what it reads,
-its settings and label); a ``Pipeline`` is the specs in run order, checked as one (each reads a stage before it,
-no key or section twice), and answers what the commands, the config loader and the lineage checks ask.
-The declaration itself is ``synth.pipeline.PIPELINE``.
+"""The registry's types: a ``StageSpec`` says what one stage is to the rest of synth (its class, whose ``key``
+names it; what it reads, its settings and label); a ``Pipeline`` is the specs in run order, checked as one (each
+reads a stage before it, no key or section twice), and answers what the commands, the config loader and the
+lineage checks ask. The declaration itself is ``synth.pipeline.PIPELINE``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ ALIASES = {"inputs": "input"}  # the name a top-level setting has in run.toml an
 
 
 def _load(ref: Any) -> Any:
-    """A class given as ``"module:Name"``, imported on first use, so that ``synth --help`` does not load the
-    libraries of every stage (datasketch, faiss, torch…)."""
+    """A class given as ``"module:Name"``, imported when the pipeline is declared (its key is the class's); stage
+    modules import their libraries (datasketch, faiss, torch…) where they use them, so ``synth --help`` loads none."""
     if not isinstance(ref, str):
         return ref
     module, _, name = ref.partition(":")
@@ -48,8 +48,7 @@ class Flag:
 class StageSpec:
     """One stage: where it writes, what it is, what it reads, how it is configured and shown."""
 
-    key: str  # its folder in the run directory and its entry in stats.json
-    stage: type | str  # its Stage class (or "module:Class"); the class's step and name make the key
+    stage: type | str  # its Stage class (or "module:Class"), whose ``key`` names the stage: its folder, its stats
     reads: str | None  # the key of the stage whose current output it reads; None: the raw corpora
     label: str = ""  # in the report, the plan and the card (default: the section)
     section: str = ""  # its table in run.toml (default: the key without its number)
@@ -76,6 +75,11 @@ class StageSpec:
         object.__setattr__(self, "section", self.section or self.key.split("_", 1)[-1])
         object.__setattr__(self, "label", self.label or self.section)
         object.__setattr__(self, "command", self.command or self.section)
+
+    @property
+    def key(self) -> str:
+        """The class's ``key`` (written there once): its folder in the run directory, its entry in stats.json."""
+        return self.stage_class.key
 
     @property
     def stage_class(self) -> type:

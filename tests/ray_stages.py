@@ -17,8 +17,7 @@ class Slow(Stage):
     """Appends ``n`` (the text's length); on each batch writes its process id into ``pid_dir`` (a file named by
     the pid) and then sleeps ``sleep`` seconds, so a test can find the worker running a shard and kill it."""
 
-    name = "slow"
-    step = 1
+    key = "01_slow"
     pid_dir: str = field(default="", metadata={"fingerprint": False})
     sleep: float = field(default=0.0, metadata={"fingerprint": False})
     on_actor: bool = field(default=False, metadata={"fingerprint": False})  # as a stage that holds a model

@@ -89,8 +89,7 @@ def test_first_failure_is_in_list_order():
 
 @dataclass
 class ByFlag(Gate):
-    name = "flagged"
-    step = 9
+    key = "09_flagged"
 
     def decide(self, batch: pa.Table) -> list[str | None]:
         return ["flagged" if f else None for f in batch.column("flag").to_pylist()]
@@ -98,7 +97,7 @@ class ByFlag(Gate):
 
 @dataclass
 class MarkByFlag(ByFlag):
-    name = "marked"
+    key = "09_marked"
     marks = True
 
 

@@ -4,6 +4,7 @@ commands, lineage and the stage keys all come from the registry."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -26,7 +27,7 @@ from synth.registry import StageSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus" / "noise" / "udhr_english.txt"
-WORDS = StageSpec("05_words", Words, reads="05_fidelity", label="word count")  # the one registry line
+WORDS = StageSpec(Words, reads="05_fidelity", label="word count")  # the one registry line
 
 
 @pytest.fixture
@@ -36,18 +37,33 @@ def with_words(monkeypatch):
     return pipeline.PIPELINE
 
 
-def test_stage_keys_are_spelled_in_one_file_only():
-    keys = [s.key for s in PIPELINE]
-    spelled = {p.relative_to(ROOT).as_posix() for p in (ROOT / "synth").rglob("*.py")
-               if any(k in p.read_text(encoding="utf-8") for k in keys)}
-    assert spelled == {"synth/pipeline.py"}
+def test_each_stage_key_is_written_once_in_its_class_and_only_referred_to_by_the_declaration():
+    """``key = "NN_name"`` in the class is the one place a key is written; ``StageSpec`` reads it from there, and
+    only the pipeline's declaration refers to it (``reads``, ``made_by``), no other module."""
+    sources = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in (ROOT / "synth").rglob("*.py")}
+    for spec in PIPELINE:
+        home = inspect.getsourcefile(spec.stage_class)
+        declared = [path for path, text in sources.items() if f'key = "{spec.key}"' in text]
+        assert declared == [Path(home).relative_to(ROOT).as_posix()], spec.key
+        spelled = {path for path, text in sources.items() if f'"{spec.key}"' in text} - set(declared)
+        assert spelled <= {"synth/pipeline.py"}, (spec.key, spelled)
+
+
+def test_a_stage_that_writes_its_key_twice_or_badly_is_refused():
+    from synth.kernel import Stage
+
+    with pytest.raises(TypeError, match="declares its key once"):
+        type("Old", (Stage,), {"name": "old", "step": 6})
+    with pytest.raises(TypeError, match="give 'NN_name'"):
+        type("Bad", (Stage,), {"key": "polish"})
+    assert type("Good", (Stage,), {"key": "06_polish"})().name == "polish"
 
 
 def test_registry_refuses_a_stage_that_reads_what_is_not_before_it():
     with pytest.raises(ValueError, match="reads 05_fidelity"):
         PIPELINE.register(WORDS, after="04_score")
     with pytest.raises(ValueError, match=r"section \[select\] is taken"):
-        PIPELINE.register(StageSpec("05_words", Words, reads="05_fidelity", section="select"))
+        PIPELINE.register(StageSpec(Words, reads="05_fidelity", section="select"))
 
 
 def test_a_registered_stage_has_a_config_section_checked_like_the_others(with_words):

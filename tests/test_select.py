@@ -369,8 +369,7 @@ def test_ivf_gives_the_same_selection_as_flat_on_a_small_set(embedded, templated
 class Scored(Stage):
     """Stands in for the judge: writes the given rows as a stage output."""
 
-    name = "score"
-    step = 4
+    key = "04_score"
 
     def process(self, batch, stats):
         return batch

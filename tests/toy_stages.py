@@ -18,8 +18,7 @@ from synth.kernel import TableSource
 class Upper(Stage):
     """Upper-cases ``text``; drops rows containing ``drop_word`` under the reason ``contains_drop_word``."""
 
-    name = "toy"
-    step = 1
+    key = "01_toy"
     drop_word: str = "bad"
     sleep: float = field(default=0.0, metadata={"fingerprint": False})
     fail_on: str | None = field(default=None, metadata={"fingerprint": False})
@@ -39,7 +38,7 @@ class LookAhead(Upper):
     """``Upper`` through its own ``process_stream`` that holds ``lag`` batches back before it processes one, as
     an LLM stage keeps later batches in flight: batch outputs come out long after their shard was read."""
 
-    name = "toy"  # the same rows and fingerprint as Upper: only how batches flow differs
+    key = "01_toy"  # the same rows and fingerprint as Upper: only how batches flow differs
     lag: int = field(default=10, metadata={"fingerprint": False})
 
     def process_stream(self, batches):
@@ -57,7 +56,7 @@ class Pinned(Upper):
     """``Upper`` as a stage with model copies (``placement``, as ``LLMStage`` has: ``per_copy`` GPUs each):
     each row records the process, host and ``CUDA_VISIBLE_DEVICES`` it was made under."""
 
-    name = "toy"
+    key = "01_toy"
     replicas: int | str = field(default="auto", metadata={"fingerprint": False})
     gpus: str = field(default="", metadata={"fingerprint": False})
     per_copy: int = field(default=1, metadata={"fingerprint": False})
@@ -77,8 +76,7 @@ class Pinned(Upper):
 class Length(Stage):
     """A second stage, to chain after ``Upper``."""
 
-    name = "length"
-    step = 2
+    key = "02_length"
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         return batch.append_column("n", pa.array([len(t) for t in batch.column("upper").to_pylist()]))
@@ -103,8 +101,7 @@ class Words(Stage):
     """A stage added to the pipeline by one registry line (``tests/test_registry.py``): counts the words of
     each native response and drops the rows with fewer than ``min_words``."""
 
-    name = "words"
-    step = 5
+    key = "05_words"
     min_words: int = 0
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:

@@ -11,7 +11,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from synth.budget import budget_flag
 from synth.cli.common import (
     CACHE_HELP,
     CONFIG_HELP,
@@ -23,7 +22,7 @@ from synth.cli.common import (
     console,
     export_formats,
 )
-from synth.config import parse_count
+from synth.config import budget_flag, parse_count
 from synth.errors import SynthError
 from synth.pipeline import PIPELINE, RUN_FLAGS
 from synth.registry import StageSpec

@@ -15,7 +15,6 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash
 
 WORD = re.compile(r"\w+", re.UNICODE)
 KEEP, EXACT, NEAR = 0, 1, 2
@@ -67,6 +66,8 @@ def band_keys(texts: list[str], s: MinHashSettings = MinHashSettings()) -> np.nd
     """(n, bands) int64 LSH band keys, one row per text."""
     if not texts:
         return np.zeros((0, s.bands), dtype=np.int64)
+    from datasketch import MinHash  # here: datasketch loads scipy, which `synth --help` does not need
+
     mhs = MinHash.bulk([shingles(t, s.ngram) for t in texts], num_perm=s.num_perm, seed=s.seed)
     sig = np.stack([m.hashvalues for m in mhs]).astype(np.uint64).reshape(len(texts), s.bands, s.rows)
     weights = _mix(np.arange(1, s.rows + 1, dtype=np.uint64))

@@ -69,8 +69,7 @@ class Embed(Stage):
     ``embedding_missing``.
     """
 
-    name = "embed"
-    step = 4
+    key = "04_embed"
     version = "1"
     model: str = "default"  # a name or path; the fingerprint holds its identity (synth.identity)
     fields: tuple[str, ...] = ("instruction_en",)

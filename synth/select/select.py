@@ -146,8 +146,7 @@ class Mark(Gate):
     counted as marked (not dropped) under their reason per language. The decision is computed in ``setup``
     (only when some shard must be written) unless one is given."""
 
-    name = "select"
-    step = 4
+    key = "04_select"
     version = "1"
     marks = True
     decisions: str = ""  # fingerprint of the settings (the input's fingerprint is added by the runner)

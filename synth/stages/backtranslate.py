@@ -82,8 +82,7 @@ def fidelity_scores(english: str, translated: str, lang: str) -> dict[str, Any]:
 class Backtranslate(TranslatorSettings, LLMStage):
     """``instruction_en`` → ``instruction`` (target language = the row's ``lang``) with fidelity columns."""
 
-    name = "backtranslate"
-    step = 5
+    key = "05_backtranslate"
     version = "2"  # 2: the bt_qe columns
     ADDED = tuple(FIDELITY_COLUMNS)
     prompt: str = "backtranslate"
@@ -362,8 +361,7 @@ def fidelity_reason(row: dict[str, Any], th: FidelityThresholds) -> str | None:
 class Fidelity(Gate):
     """The fidelity gate over the back-translated rows: thresholds only, no model."""
 
-    name = "fidelity"
-    step = 5
+    key = "05_fidelity"
     version = "1"
     CHECKS = FIDELITY_CHECKS
     thresholds: FidelityThresholds = field(default_factory=FidelityThresholds)

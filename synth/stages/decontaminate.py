@@ -209,8 +209,7 @@ class EvalIndex:
 class Decontaminate(Gate):
     """Drops the fragments that overlap the evaluation files in ``paths`` (none given: every row passes)."""
 
-    name = "decontaminate"
-    step = 1
+    key = "01_decontaminate"
     version = "1"
     paths: list[str] = field(default_factory=list)  # evaluation files, folders or globs (--decontaminate)
     n: int = 8  # words per n-gram

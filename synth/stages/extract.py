@@ -134,8 +134,7 @@ class CorpusSource(Source):
 class Fragments(Stage):
     """Documents → target-language fragments with LID score, quality signals and dedup keys."""
 
-    name = "fragments"
-    step = 1
+    key = "01_fragments"
     version = "2"  # 2: the letter check on wrong_script (Arabic, Russian)
     lang: str = "swh"
     min_len: int = 200
@@ -231,8 +230,7 @@ FRAGMENT_SCHEMA = _fragment_schema()
 class Decide(Gate):
     """Applies the global decisions (thresholds, dedup, sampling) computed over all fragments by ``decide``."""
 
-    name = "extract"
-    step = 1
+    key = "01_extract"
     version = "1"
     decisions: str = ""  # fingerprint of the decision settings and the number of parts they cover
     reasons: dict[str, str] = field(default_factory=dict, metadata={"fingerprint": False})

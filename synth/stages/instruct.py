@@ -87,8 +87,7 @@ def task_schema() -> dict[str, Any]:
 class Instruct(LLMStage):
     """``response_en`` → ``instruction_en``, ``task_type`` and ``instruction_en_lid`` (LID's P(English))."""
 
-    name = "instruct"
-    step = 3
+    key = "03_instruct"
     version = "1"
     CHECKS = (
         Check(ck.TOO_SHORT, too_short, "min_instruction_chars"),

@@ -58,8 +58,7 @@ def expected_score(logprobs: list[dict[str, float]] | None) -> float | None:
 class Score(LLMStage):
     """Adds quality, quality_expected, quality_reason, quality_raw and quality_error to every row."""
 
-    name = "score"
-    step = 4
+    key = "04_score"
     version = "1"
     prompt: str = "judge_quality"  # a name (its highest version), name.vN, or a .toml file of your own
     max_tokens: int = 96

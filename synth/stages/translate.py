@@ -47,8 +47,7 @@ def ratio_high(o: Output, s: CheckSettings) -> bool:
 class Translate(TranslatorSettings, LLMStage):
     """Native ``fragment`` → ``response_en`` (plus ``response_en_lid``, LID's probability that it is English)."""
 
-    name = "translate"
-    step = 2
+    key = "02_translate"
     version = "1"
     CHECKS = (
         Check(ck.COMMENTARY, lambda o, s: ck.is_commentary(o.text)),
