@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
 from synth.budget import TOKENS, Budget, spending
 from synth.config import ConfigError, load_config, parse_budget, record, resolve, write_run_config
-from synth.export import ExportSettings, export, input_columns
+from synth.export import ExportSettings, export
 from synth.kernel import StageError, StageOutput
 from synth.lang import canonical
 from synth.lock import run_lock
@@ -240,33 +240,8 @@ def export_run(rundir: str | Path, settings: RunSettings | None = None,
     record(rundir, {EXPORT: section})
     if rows is None:
         rows = StageOutput.current(rundir, pipeline.PIPELINE.specs[-1].key)  # exported shard by shard, not read whole
-    rows = _decontaminate_final(rundir, settings.sections.get("decontaminate", {}), rows)
     final = export(rows, rundir, ExportSettings(**section), card=run_card(rundir))
     return final, sum(pq.ParquetFile(p).metadata.num_rows for p in (final / "data").glob("*.parquet"))
-
-
-def _decontaminate_final(rundir: str | Path, section: dict[str, Any],
-                         rows: StageOutput | pa.Table) -> StageOutput | pa.Table:
-    """The final rows without those whose instruction overlaps the evaluation files of ``[decontaminate]``;
-    when it names some, stats.json gets an ``export`` entry that counts them (the report's and card's funnel)."""
-    if not section.get("paths"):
-        return rows
-    if isinstance(rows, StageOutput):  # read whole to decide, but only the columns the export keeps
-        schema = rows.schema()
-        rows = rows.read(columns=input_columns(schema.names)) if schema is not None else pa.table({})
-    if not rows.num_rows or "instruction" not in rows.column_names:
-        return rows
-    from synth.stages.decontaminate import CONTAMINATED, final_rows_contaminated
-    from synth.stats import ShardStats, count_langs, merge_shards, update_run_stats
-
-    t0 = time.perf_counter()
-    stats = ShardStats()
-    stats.rows_in.update(count_langs(rows))
-    rows = stats.drop_mask(rows, final_rows_contaminated(rows, section), CONTAMINATED)
-    stats.rows_out.update(count_langs(rows))
-    update_run_stats(Path(rundir), EXPORT, {**merge_shards([stats.to_dict()]),
-                                            "seconds": round(time.perf_counter() - t0, 3)})
-    return rows
 
 
 def _clusters(outputs: Iterable[StageOutput]) -> pa.Table | None:

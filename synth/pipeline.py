@@ -164,6 +164,9 @@ PIPELINE = Pipeline((
     StageSpec("synth.stages.backtranslate:Fidelity", reads="05_backtranslate", build=_gate,
               settings="synth.stages.backtranslate:FidelityThresholds", label="fidelity gate",
               command="backtranslate"),
+    StageSpec("synth.stages.decontaminate:DecontaminateFinal", reads="05_fidelity", command="backtranslate",
+              settings="synth.stages.decontaminate:Decontaminate", settings_of="01_decontaminate",
+              label="final decontamination"),
 ))
 
 

@@ -70,6 +70,9 @@ class StageSpec:
     # report.html and the card show it
     warn: Callable[[dict[str, Any]], str | None] | None = None
     flags: tuple[Flag, ...] = ()
+    # The key of an earlier stage whose section this one reads too, instead of a section of its own (the final
+    # decontamination reads [decontaminate], as stage 1's does).
+    settings_of: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "section", self.section or self.key.split("_", 1)[-1])
@@ -107,7 +110,11 @@ class Pipeline:
             for ref in (s.reads, s.fallback):
                 if ref is not None and ref not in seen:
                     raise ValueError(f"stage {s.key} reads {ref}, which is not a stage before it")
-            if s.key in seen or (s.made_by is None and s.section in sections | {EXPORT}):
+            if s.settings_of is not None and (s.settings_of not in seen or self[s.settings_of].section != s.section):
+                raise ValueError(f"stage {s.key} reads the settings of {s.settings_of}: name a stage before it, and "
+                                 "give its section")
+            taken = s.made_by is None and s.settings_of is None and s.section in sections | {EXPORT}
+            if s.key in seen or taken:
                 raise ValueError(f"stage {s.key}: its key or section [{s.section}] is taken")
             seen.add(s.key)
             sections |= {s.section} if s.made_by is None else set()

@@ -125,14 +125,30 @@ def test_synth_extract_decontaminates_and_the_card_and_report_say_so(tmp_path):
     assert "eval.jsonl" in line and "8-word" in line
 
 
-def test_final_rows_whose_instruction_overlaps_leave_at_export(tmp_path):
+def test_final_rows_whose_instruction_overlaps_leave_in_the_final_stage(tmp_path):
+    """The final decontamination is a stage of the pipeline (after the fidelity gate, with the settings of
+    [decontaminate]): its drops are in stats.json, the funnel and the card like every stage's, and the export
+    reads its output."""
+    from synth.orchestrate import run_stage_by_key
+    from synth.pipeline import PIPELINE
+    from synth.stages.decontaminate import DecontaminateFinal
+
     ev = _write_jsonl(tmp_path / "eval.jsonl", [{"prompt": EVAL[0]}])
     rows = pa.table({"id": ["a", "b"], "lang": ["spa", "spa"], "instruction": [EVAL[0], "Escribe un poema."],
-                     "fragment": CLEAN[:2]})
+                     "fragment": CLEAN[:2], "bt_lid_label": ["spa"] * 2, "bt_lid_score": [1.0] * 2,
+                     "bt_script_ok": [True] * 2, "bt_length_ratio": [1.0] * 2, "bt_numbers_ok": [True] * 2,
+                     "bt_entities_ok": [True] * 2})
+    gate = PIPELINE["05_fidelity"].build({}, None)
+    gate._input_schema = rows.schema
+    run_stage(gate, TableSource(rows), tmp_path, progress=False)  # the fidelity gate's output, as a run has it
     settings = RunSettings(sections={"decontaminate": {"paths": [str(ev)]}})
-    final, n = export_run(tmp_path, settings, rows)
-    assert n == 1
-    assert pq.read_table(final / "data").column("id").to_pylist() == ["b"]
-    stats = json.loads((tmp_path / "stats.json").read_text())["stages"]["export"]
+    assert PIPELINE.specs[-1].stage_class is DecontaminateFinal
+    out = run_stage_by_key(tmp_path, "05_decontaminate", settings, progress=False)
+    assert out.read().column("id").to_pylist() == ["b"] and out.manifest["params"]["text_column"] == "instruction"
+    final, n = export_run(tmp_path, settings)
+    assert n == 1 and pq.read_table(final / "data").column("id").to_pylist() == ["b"]
+    stats = json.loads((tmp_path / "stats.json").read_text())["stages"]["05_decontaminate"]
     assert stats["dropped"] == {CONTAMINATED: 1} and stats["rows_out"] == 1
     assert "contaminated (1)" in (final / "README.md").read_text()
+    clean = run_stage_by_key(tmp_path, "05_decontaminate", RunSettings(), progress=False)  # no files: all pass
+    assert clean.num_rows == 2 and clean.fingerprint != out.fingerprint

@@ -99,7 +99,8 @@ def test_run_exports_messages_a_report_and_a_funnel(english_run):
     assert all(native[i] == r for i, r in zip(ds["id"], ds["response"], strict=True))  # the response is untouched
     stats = _check_accounting(rundir)
     assert list(stats["stages"]) == ["01_fragments", "01_extract", "01_decontaminate", "02_translate", "03_instruct",
-                                     "04_score", "04_embed", "04_select", "05_backtranslate", "05_fidelity"]
+                                     "04_score", "04_embed", "04_select", "05_backtranslate", "05_fidelity",
+                                     "05_decontaminate"]
     assert stats["stages"]["03_instruct"]["counters"]["llm_requests"] > 0
     assert stats["stages"]["02_translate"]["counters"]["copied_same_language"] == stats["stages"]["01_extract"][
         "rows_out"] > 0

@@ -27,13 +27,13 @@ from synth.registry import StageSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "examples" / "corpus" / "noise" / "udhr_english.txt"
-WORDS = StageSpec(Words, reads="05_fidelity", label="word count")  # the one registry line
+WORDS = StageSpec(Words, reads="05_decontaminate", label="word count")  # the one registry line
 
 
 @pytest.fixture
 def with_words(monkeypatch):
     """The pipeline with the toy stage after the fidelity gate (a copy: other tests see the real one)."""
-    monkeypatch.setattr(pipeline, "PIPELINE", PIPELINE.register(WORDS, after="05_fidelity"))
+    monkeypatch.setattr(pipeline, "PIPELINE", PIPELINE.register(WORDS))
     return pipeline.PIPELINE
 
 
@@ -60,10 +60,10 @@ def test_a_stage_that_writes_its_key_twice_or_badly_is_refused():
 
 
 def test_registry_refuses_a_stage_that_reads_what_is_not_before_it():
-    with pytest.raises(ValueError, match="reads 05_fidelity"):
+    with pytest.raises(ValueError, match="reads 05_decontaminate"):
         PIPELINE.register(WORDS, after="04_score")
     with pytest.raises(ValueError, match=r"section \[select\] is taken"):
-        PIPELINE.register(StageSpec(Words, reads="05_fidelity", section="select"))
+        PIPELINE.register(StageSpec(Words, reads="05_decontaminate", section="select"))
 
 
 def test_a_registered_stage_has_a_config_section_checked_like_the_others(with_words):
@@ -117,10 +117,10 @@ def test_a_stage_added_by_one_line_runs_and_is_reported_everywhere(with_words, t
     assert re.search(r"05_words\s", res.output)  # the run's funnel
 
     words = StageOutput.current(rundir, "05_words")  # its folder and rows
-    gated = StageOutput.current(rundir, "05_fidelity").read()
+    gated = StageOutput.current(rundir, "05_decontaminate").read()
     rows = words.read()
     assert words.manifest["params"] == {"min_words": 60} and words.manifest["input_fingerprint"] == \
-        StageOutput.current(rundir, "05_fidelity").fingerprint
+        StageOutput.current(rundir, "05_decontaminate").fingerprint
     assert rows.column("words").to_pylist() == [len(t.split()) for t in rows.column("fragment").to_pylist()]
     assert all(n >= 60 for n in rows.column("words").to_pylist())
     stats = json.loads((rundir / "stats.json").read_text())["stages"]
@@ -139,6 +139,6 @@ def test_a_stage_added_by_one_line_runs_and_is_reported_everywhere(with_words, t
 
     projected = {p["stage"]: p for p in plan(rundir, fragments=1000)["stages"]}
     assert list(projected)[-1] == "05_words"
-    assert projected["05_words"]["rows_in"] == projected["05_fidelity"]["rows_out"]
+    assert projected["05_words"]["rows_in"] == projected["05_decontaminate"]["rows_out"]
     res = CliRunner().invoke(app, ["plan", str(rundir), "--fragments", "1000"], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "05_words" in res.output, res.output

@@ -257,6 +257,19 @@ class Decontaminate(Gate):
                             batch.column("lang").to_pylist() if "lang" in batch.column_names else [""] * len(batch))
 
 
+@dataclass
+class DecontaminateFinal(Decontaminate):
+    """The same check on the final rows' ``instruction`` (back-translated, so it never met stage 1's check), with
+    the settings of ``[decontaminate]``: an instruction that overlaps an evaluation file leaves as
+    ``contaminated``, counted in the funnel like every stage's drops."""
+
+    key = "05_decontaminate"
+
+    def __post_init__(self) -> None:
+        self.text_column = "instruction"
+        super().__post_init__()
+
+
 def contaminated(settings: Decontaminate, index: EvalIndex | None, texts: list[str],
                  langs: list[str]) -> list[str | None]:
     """``contaminated`` for each text whose overlap with the evaluation texts reaches its language's threshold."""
@@ -271,17 +284,6 @@ def contaminated(settings: Decontaminate, index: EvalIndex | None, texts: list[s
             if s >= threshold:
                 out[i] = CONTAMINATED
     return out
-
-
-def final_rows_contaminated(rows: pa.Table, settings: dict[str, Any]) -> pa.Array:
-    """A mask of the final rows whose ``instruction`` overlaps the evaluation files of the run's
-    ``[decontaminate]`` section (all False when it names none)."""
-    stage = Decontaminate(**{**settings, "text_column": "instruction"})
-    if not stage.paths or not rows.num_rows:
-        return pa.array([False] * rows.num_rows)
-    index = EvalIndex.from_files(stage.paths)
-    reasons = contaminated(stage, index, rows.column("instruction").to_pylist(), rows.column("lang").to_pylist())
-    return pc.equal(pa.array([r or "" for r in reasons]), CONTAMINATED)
 
 
 def card_line(params: dict[str, Any]) -> str:
