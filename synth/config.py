@@ -7,8 +7,11 @@ it (a flag left at ``None`` does not override), and the resolved settings are re
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +152,65 @@ def budget_flag(text: str | None) -> int | str | None:
     """The flag as run.toml keeps it: a token count as a number, GPU-hours or money as written (checked now)."""
     parsed = parse_budget(text)
     return None if parsed is None else int(parsed[0]) if parsed[1] == TOKENS else str(text).strip()
+
+
+# ------------------------------------------------------------------------- settings that make a command's options
+# A settings dataclass whose fields carry ``option(...)`` is what a command's options are made from
+# (``synth.cli.settings``): each field states its default once, with its help and how its flag reads.
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one settings field is given on the command line."""
+
+    help: str
+    flag: str = ""  # the option when it is not --<field>: --engine-opt
+    alias: str = ""  # a second spelling: --lora-r beside --lora-rank
+    parse: Callable[[Any], Any] | None = None  # the flag's text → the setting (counts, comma lists, KEY=VALUE)
+    many: bool = False  # repeatable (each value through ``parse``)
+    argument: bool = False  # the command's positional argument
+    whole: bool = False  # a list or {lang = path} table, taken whole from the flag or else the file, never merged
+
+
+def option(default: Any = None, help: str = "", **how: Any) -> Any:
+    """A settings field with its command-line option: ``max_tokens: int = option(128, "Max new tokens…")``."""
+    meta = {"cli": Option(help, **how)}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def cli_fields(cls: type) -> list[tuple[Field, Option]]:
+    """The fields of ``cls`` that have an option, in order."""
+    return [(f, f.metadata["cli"]) for f in fields(cls) if "cli" in f.metadata]
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """Every field's default (a required field: None, so a missing one is named by the dataclass's own check)."""
+    out = {}
+    for f in fields(cls):
+        out[f.name] = (f.default if f.default is not MISSING else
+                       f.default_factory() if f.default_factory is not MISSING else None)
+    return out
+
+
+def split_list(values: list[str] | str | None) -> list[str] | None:
+    """Repeatable and comma-separated at once: ``--langs swh,yor --langs zul`` → [swh, yor, zul]."""
+    if values is None:
+        return None
+    items = [v.strip() for raw in ([values] if isinstance(values, str) else values) for v in str(raw).split(",")]
+    return [v for v in items if v] or None
+
+
+def key_values(pairs: list[str] | None) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs (``--engine-opt dtype=bfloat16``) to keyword arguments, numbers and booleans parsed."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"--engine-opt needs KEY=VALUE, got {pair!r}")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out

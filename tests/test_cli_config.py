@@ -167,3 +167,55 @@ def test_a_fully_cached_generate_does_not_load_the_model(tmp_path, monkeypatch):
     assert built == [] and [r["text"] for r in default] == [r["text"] for r in first]
     more = generate("more", [*prompts, {"id": "c", "prompt": "Water is", "max_tokens": 4}])
     assert len(built) == 1 and [r["cached"] for r in more] == [True, True, False]
+
+
+def test_a_command_made_from_a_settings_class_has_one_option_per_field_and_its_defaults_once(tmp_path):
+    """``synth.cli.settings.settings_command``: a field added to the class is an option, flags win over the
+    config's section, which wins over the field's default; the resolved section is recorded."""
+    import tomllib
+    from dataclasses import dataclass
+
+    from synth.cli.settings import settings_command
+    from synth.config import option, split_list
+
+    @dataclass
+    class Toy:
+        n: int = option(3, "How many.")
+        names: list[str] | None = option(None, "Names.", parse=split_list, many=True, whole=True)
+        ratio: float = option(0.5, "A share.", flag="--share")
+
+    seen = []
+    settings_command("toy-settings", Toy, lambda s, out: seen.append(s), help="A toy.", out_help="Out.")
+    res = CliRunner().invoke(app, ["toy-settings", "--help"], env={"COLUMNS": "200"})
+    assert all(f in res.output for f in ("--n", "--names", "--share", "(default 3)", "(default 0.5)")), res.output
+    res = CliRunner().invoke(app, ["toy-settings", "--out", str(tmp_path), "--n", "5", "--names", "a,b",
+                                   "--names", "c"])
+    assert res.exit_code == 0, res.output
+    assert seen[-1] == Toy(5, ["a", "b", "c"], 0.5)
+    assert tomllib.loads((tmp_path / "run.toml").read_text())["toy-settings"]["n"] == 5
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[toy-settings]\nn = 7\nratio = 0.25\n')
+    CliRunner().invoke(app, ["toy-settings", "--out", str(tmp_path), "--config", str(cfg), "--share", "0.1"])
+    assert seen[-1] == Toy(7, None, 0.1)
+    cfg.write_text('[toy-settings]\nm = 7\n')
+    res = CliRunner().invoke(app, ["toy-settings", "--out", str(tmp_path), "--config", str(cfg)])
+    assert res.exit_code == 2 and "unknown setting(s) in config: m" in res.output
+
+
+def test_synth_eval_is_made_from_eval_settings():
+    """Every field of EvalSettings is an option of `synth eval` (the model its argument), and evaluate's defaults
+    are the fields' defaults: each stated once."""
+    import inspect
+    from dataclasses import fields
+
+    from synth.eval import evaluate
+    from synth.eval.settings import EvalSettings
+
+    res = CliRunner().invoke(app, ["eval", "--help"], env={"COLUMNS": "200"})
+    for f in fields(EvalSettings):
+        flag = f.metadata["cli"].flag or f"--{f.name.replace('_', '-')}"
+        assert (flag in res.output) != f.metadata["cli"].argument, f.name
+    params = inspect.signature(evaluate).parameters
+    assert params["max_new_tokens"].default == EvalSettings.max_tokens
+    assert params["judge_max_tokens"].default == EvalSettings.judge_max_tokens
+    assert params["mc_format"].default == EvalSettings.mc_format and params["lid"].default == EvalSettings.lid

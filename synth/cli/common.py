@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.console import Console
 
 from synth import __version__
+from synth.config import ConfigError, key_values, split_list
 
 app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
                   no_args_is_help=True, add_completion=False)
@@ -56,22 +55,11 @@ def export_formats(given: list[str] | None) -> list[str] | None:
 
 
 def _engine_options(pairs: list[str] | None) -> dict:
-    """``KEY=VALUE`` pairs to engine keyword arguments (numbers and booleans parsed)."""
-    out: dict = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise typer.BadParameter(f"--engine-opt needs KEY=VALUE, got {pair!r}")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+    """``KEY=VALUE`` pairs to engine keyword arguments (``synth.config.key_values``)."""
+    try:
+        return key_values(pairs)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
-def _split(values: list[str] | str | None) -> list[str] | None:
-    """Repeatable and comma-separated at once: ``--langs swh,yor --langs zul`` → [swh, yor, zul]."""
-    if values is None:
-        return None
-    items = [v.strip() for raw in ([values] if isinstance(values, str) else values) for v in str(raw).split(",")]
-    return [v for v in items if v] or None
+_split = split_list  # the name the commands use

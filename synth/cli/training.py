@@ -9,14 +9,15 @@ import typer
 from rich.table import Table
 
 from synth.cli.common import (
-    _engine_options,
     _fail,
     _split,
     app,
     console,
 )
+from synth.cli.settings import settings_command
 from synth.config import parse_count, record
 from synth.config import section as config_section
+from synth.eval.settings import EvalSettings
 
 # ---------------------------------------------------------------------------------------------------- train, mix, eval
 
@@ -241,15 +242,14 @@ def _eval_model(model: str) -> str:
     return model
 
 
-def _harness(cfg: dict, out: Path) -> None:
-    """Run the harness tasks of ``cfg`` and print their table (what ``OUT/harness.json`` holds)."""
+def _harness(s: EvalSettings, out: Path) -> None:
+    """Run the harness tasks of ``s`` and print their table (what ``OUT/harness.json`` holds)."""
     from synth.eval.harness import run_harness
     from synth.lang import canonical
     from synth.models import resolve_model
 
-    langs = {canonical(lang) for lang in cfg["langs"]} if cfg["langs"] else None
-    res = run_harness(resolve_model(_eval_model(cfg["model"])), cfg["harness"], out, cfg["data"], langs=langs,
-                      limit=cfg["limit"])
+    langs = {canonical(lang) for lang in s.langs} if s.langs else None
+    res = run_harness(resolve_model(_eval_model(s.model)), s.harness, out, s.data, langs=langs, limit=s.limit)
     table = Table(title=f"lm-evaluation-harness {res['lm_eval']} on {res['device']}: {res['model']}")
     for col in ("task", "metric", "value", "± stderr", "n"):
         table.add_column(col, justify="left" if col in ("task", "metric") else "right")
@@ -261,65 +261,22 @@ def _harness(cfg: dict, out: Path) -> None:
     console.print(f"[green]harness[/green] → {out / 'harness.json'} (task configs: {out / 'harness_tasks'})")
 
 
-@app.command("eval")
-def eval_cmd(
-    model: str = typer.Argument(None, help="Model: directory, a `synth train` output, hub name, or 'smollm2'."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output: results.json, table.json, items.jsonl, "
-                             "report.html, run.toml."),
-    data: Path = typer.Option(None, "--data", help="Folder of prompts/summarization/translation/mc .jsonl "
-                              "(default: examples/eval; schemas in synth/eval/README.md)."),
-    tasks: list[str] = typer.Option(None, help="response_lang, summarization, translation, mc, judge, pairwise "
-                                    "(comma-separated or repeated; default: every task with a file)."),
-    langs: str = typer.Option(None, help="Only these languages (comma-separated)."),
-    engine: str = typer.Option(None, help="hf (default), vllm or openai."),
-    judge_model: str = typer.Option(None, help="Judge model (default: the evaluated model judges itself, "
-                                    "which the results flag)."),
-    judge_engine: str = typer.Option(None, help="Engine of the judge (default: --engine)."),
-    baseline_model: str = typer.Option(None, help="pairwise: generate baseline answers with this model."),
-    limit: int = typer.Option(None, help="At most N items per language (per direction for translation)."),
-    max_tokens: int = typer.Option(None, help="Max new tokens per answer (default 128)."),
-    judge_max_tokens: int = typer.Option(None, help="Max new tokens per judge verdict (default 128)."),
-    mc_format: str = typer.Option(None, help="Multiple choice: cloze (default) or letters."),
-    lid: str = typer.Option(None, help="Language ID for lang_correct: auto (default), lid176, heliport or a "
-                            "fastText path."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable)."),
-    cache: str = typer.Option(None, help="Request cache (sqlite path); default none."),
-    harness: list[str] = typer.Option(None, help="lm-evaluation-harness tasks (comma-separated or repeated): "
-                                      "'local' for --data's mc.jsonl and translation.jsonl as harness tasks, or any "
-                                      "harness task name (belebele_swh_Latn, global_mmlu_sw…; data from the hub "
-                                      "or its cache). Without --tasks, only these run."),
-    config: Path = typer.Option(None, help="A run.toml; flags override its \\[eval] section."),
-) -> None:
-    """Evaluate a model per language: response language, ROUGE, chrF++/BLEU, multiple choice, LLM judges, and
-    lm-evaluation-harness tasks."""
+def _eval(s: EvalSettings, out: Path) -> None:
+    """``synth eval``'s work, on its settings (the command is made from ``EvalSettings``)."""
     from synth.config import ConfigError
     from synth.eval import evaluate
     from synth.models import ModelNotFound
 
-    flags = {"model": model, "data": str(data) if data else None, "tasks": _split(tasks), "langs": _split(langs),
-             "engine": engine, "judge_model": judge_model, "judge_engine": judge_engine,
-             "baseline_model": baseline_model, "limit": limit, "max_tokens": max_tokens,
-             "judge_max_tokens": judge_max_tokens, "mc_format": mc_format, "lid": lid,
-             "engine_options": _engine_options(engine_opt) or None, "cache": cache, "harness": _split(harness)}
-    defaults = {"model": None, "data": None, "tasks": None, "langs": None, "engine": "hf", "judge_model": None,
-                "judge_engine": None, "baseline_model": None, "limit": None, "max_tokens": 128,
-                "judge_max_tokens": 128, "mc_format": "cloze", "lid": "auto", "engine_options": None, "cache": None,
-                "harness": None}
     try:
-        cfg = config_section(config, "eval", defaults, flags, whole=("tasks", "langs", "engine_options", "harness"))
-        if not cfg["model"]:
-            raise ConfigError("give the MODEL to evaluate (argument, or model = ... in the config's [eval])")
-        record(out, {"eval": cfg})
-        if cfg["harness"]:
-            _harness(cfg, out)
-            if not cfg["tasks"]:
+        if s.harness:
+            _harness(s, out)
+            if not s.tasks:
                 return
-        res = evaluate(_eval_model(cfg["model"]), tasks=cfg["tasks"], langs=cfg["langs"], data_dir=cfg["data"],
-                       engine=cfg["engine"], out_dir=out, judge_model=cfg["judge_model"],
-                       judge_engine=cfg["judge_engine"], baseline_model=cfg["baseline_model"], limit=cfg["limit"],
-                       max_new_tokens=cfg["max_tokens"], judge_max_tokens=cfg["judge_max_tokens"],
-                       mc_format=cfg["mc_format"], lid=cfg["lid"], engine_options=cfg["engine_options"],
-                       cache=cfg["cache"])
+        res = evaluate(_eval_model(s.model), tasks=s.tasks, langs=s.langs, data_dir=s.data, engine=s.engine,
+                       out_dir=out, judge_model=s.judge_model, judge_engine=s.judge_engine,
+                       baseline_model=s.baseline_model, limit=s.limit, max_new_tokens=s.max_tokens,
+                       judge_max_tokens=s.judge_max_tokens, mc_format=s.mc_format, lid=s.lid,
+                       engine_options=s.engine_options, cache=s.cache)
     except (ConfigError, ModelNotFound, ValueError, FileNotFoundError, OSError) as e:
         _fail(e)
     metrics = [m for m in EVAL_COLUMNS if any(m in row for row in res["table"].values())]
@@ -335,3 +292,8 @@ def eval_cmd(
         console.print("  [yellow]the model judged itself[/yellow] (--judge-model for another judge)")
     console.print(f"[green]{len(res['langs'])} languages[/green] → {out / 'table.json'}, {out / 'report.html'} "
                   f"({res['meta']['runtime_s']:.0f} s)")
+
+
+settings_command("eval", EvalSettings, _eval, help="Evaluate a model per language: response language, ROUGE, "
+                 "chrF++/BLEU, multiple choice, LLM judges, and lm-evaluation-harness tasks.",
+                 out_help="Output: results.json, table.json, items.jsonl, report.html, run.toml.")

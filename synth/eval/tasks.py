@@ -30,6 +30,7 @@ from typing import Any
 
 from synth.eval import judge as judges
 from synth.eval import metrics as M
+from synth.eval.settings import EvalSettings
 from synth.extract.lid import choose_model, load_identifier
 from synth.io import atomic_write_text
 from synth.lang import ENGLISH, LanguageError, canonical
@@ -210,17 +211,17 @@ def evaluate(
     tasks: Sequence[str] | None = None,
     langs: Sequence[str] | None = None,
     data_dir: str | Path | None = None,
-    engine: str | Engine = "hf",
+    engine: str | Engine = EvalSettings.engine,
     out_dir: str | Path | None = None,
     *,
     judge_model: str | None = None,
     judge_engine: str | None = None,
     baseline_model: str | None = None,
     limit: int | None = None,
-    max_new_tokens: int = 128,
-    judge_max_tokens: int = 128,
-    mc_format: str = "cloze",
-    lid: str = "auto",
+    max_new_tokens: int = EvalSettings.max_tokens,
+    judge_max_tokens: int = EvalSettings.judge_max_tokens,
+    mc_format: str = EvalSettings.mc_format,
+    lid: str = EvalSettings.lid,
     engine_options: dict[str, Any] | None = None,
     cache: str | Path | None = None,
 ) -> dict[str, Any]:
