@@ -28,6 +28,7 @@ from synth.errors import SynthError
 from synth.fingerprint import fingerprint
 from synth.io import ShardWriter, atomic_write_text
 from synth.lang import ENGLISH, UNDETERMINED, canonical
+from synth.train.settings import MixSettings
 from synth.train.sft import parquet_files
 
 CORE = ("id", "lang", "messages", "instruction", "response")
@@ -100,8 +101,8 @@ def mix(
     n_multilingual: int | None = None,
     langs: Sequence[str] | None = None,
     unseen: Sequence[str] | int | None = None,
-    n_val: int = 0,
-    seed: int = 0,
+    n_val: int = MixSettings.n_val,
+    seed: int = MixSettings.seed,
 ) -> MixReport:
     """Write a mixture of ``budget`` rows: ``n_multilingual`` (or ``round(share * budget)``) spread evenly over the
     seen languages, the rest English.

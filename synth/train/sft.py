@@ -31,9 +31,8 @@ from typing import Any
 from synth.io import atomic_write_text
 from synth.lang import UNDETERMINED, canonical
 from synth.models import resolve_model
+from synth.train.settings import DEFAULT_TARGETS, METHODS, TrainSettings
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
-METHODS = ("lora", "full")
 BEST_METRIC = "multilingual_loss"  # logged as eval_multilingual_loss
 
 
@@ -239,25 +238,25 @@ def make_trainer(
     model: str,
     out: str | Path,
     *,
-    method: str = "lora",
-    lr: float = 2e-4,
-    epochs: float = 1.0,
+    method: str = TrainSettings.method,
+    lr: float = TrainSettings.lr,
+    epochs: float = TrainSettings.epochs,
     max_steps: int | None = None,
-    batch_size: int = 8,
-    grad_accum: int = 1,
-    max_len: int = 1024,
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
+    batch_size: int = TrainSettings.batch_size,
+    grad_accum: int = TrainSettings.grad_accum,
+    max_len: int = TrainSettings.max_len,
+    lora_r: int = TrainSettings.lora_r,
+    lora_alpha: int = TrainSettings.lora_alpha,
+    lora_dropout: float = TrainSettings.lora_dropout,
     lora_targets: Sequence[str] | str = DEFAULT_TARGETS,
     val_data: Sequence[str | Path] | dict[str, str | Path] | None = None,
     eval_steps: int | None = None,
     save_steps: int | None = None,
-    save_total_limit: int | None = 2,
-    logging_steps: int = 10,
-    warmup: float = 0.0,
-    seed: int = 0,
-    bf16: bool | str = "auto",
+    save_total_limit: int | None = TrainSettings.save_total_limit,
+    logging_steps: int = TrainSettings.logging_steps,
+    warmup: float = TrainSettings.warmup,
+    seed: int = TrainSettings.seed,
+    bf16: bool | str = TrainSettings.bf16,
     gradient_checkpointing: bool | None = None,
     langs: Sequence[str] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -371,7 +370,7 @@ def train(
     out: str | Path,
     *,
     merge: bool = True,
-    resume: bool = False,
+    resume: bool = TrainSettings.resume,
     **settings: Any,
 ) -> TrainReport:
     """Fine-tune ``model`` on ``data`` and write ``out/``.
