@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"errors", "version", "text", "io", "identity", "budget", "fingerprint", "redact", "lang", "models",
                     "progress", "stats", "prompts", "lock", "watchdog", "devices", "config"}),
     ("kernel: what a stage is, and the row checks", {"kernel", "checks", "fidelity", "gate"}),
-    ("models, corpora and executors", {"llm", "mt", "extract", "executors"}),
+    ("models, corpora and executors", {"llm", "mt_models", "extract", "executors"}),
     ("the runner", {"runner"}),
     ("translators and selection", {"translate", "select"}),
     ("stages", {"stages"}),

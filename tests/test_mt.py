@@ -1,4 +1,4 @@
-"""Seq2seq MT (synth/mt.py) on tiny models built here: a SentencePiece model trained on a few lines, M2M100 and
+"""Seq2seq MT (synth/mt_models.py) on tiny models built here: a SentencePiece model trained on a few lines, M2M100 and
 Marian configs with small dimensions and random weights. No translation model ships in a package, so these
 check the plumbing (language codes, splitting, batching, joining, truncation flags, the stage around it) and
 that garbage from such a model is caught; a hub name is passed through to transformers untouched."""
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from synth.mt import (
+from synth.mt_models import (
     MTError,
     Seq2SeqTranslator,
     code_candidates,

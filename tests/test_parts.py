@@ -16,7 +16,6 @@ from synth.extract import lid
 from synth.gate import Check, Gate, first_failure
 from synth.identity import file_digest, identity
 from synth.kernel import TableSource
-from synth.llm.identity import model_identity
 from synth.llm.stage import Output
 from synth.runner import run_stage
 from synth.stages.instruct import Instruct
@@ -169,7 +168,9 @@ def test_the_round_trip_direction_reads_its_own_settings():
 
 
 def test_one_identity_for_models_and_files(tmp_path):
-    assert model_identity is identity  # the LLM engines' cache keys use the same function
+    from synth.llm import hf, vllm
+
+    assert hf.model_identity is vllm.model_identity is identity  # the engines' cache keys use the same function
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"d": 16}')

@@ -13,8 +13,8 @@ from collections import defaultdict
 from typing import Any
 
 from synth.devices import Gpu, local_gpus
+from synth.identity import identity as model_identity
 from synth.llm.base import Engine, EngineOptionError
-from synth.llm.identity import model_identity
 from synth.llm.precision import check_loaded
 from synth.llm.request import Request, Result, finish, options_key
 from synth.models import quiet_transformers, resolve_model

@@ -25,8 +25,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from synth.devices import Gpu, local_gpus
+from synth.identity import identity as model_identity
 from synth.llm.base import Engine, EngineOptionError
-from synth.llm.identity import model_identity
 from synth.llm.precision import canonical_dtype, check_loaded
 from synth.llm.request import Request, Result, Sampling, finish, options_key
 from synth.models import resolve_model

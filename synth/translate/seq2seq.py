@@ -1,4 +1,4 @@
-"""Translation by a seq2seq MT model (NLLB-200, M2M100, MADLAD-400, Marian) through ``synth.mt``.
+"""Translation by a seq2seq MT model (NLLB-200, M2M100, MADLAD-400, Marian) through ``synth.mt_models``.
 
 Texts are grouped by direction; ``Seq2SeqTranslator`` splits long ones into pieces of ``mt_max_input_tokens``.
 Each direction's model is named by its own setting (``Direction.mt_model``, unset: ``mt_model``); one loaded
@@ -12,7 +12,7 @@ from typing import Any
 from synth import checks as ck
 from synth.devices import Gpu, Placement, parse_gpus
 from synth.identity import identity
-from synth.mt import Seq2SeqTranslator
+from synth.mt_models import Seq2SeqTranslator
 from synth.stats import ShardStats
 from synth.translate import FORWARD, BatchTranslator, Direction, TranslateError, Translation
 
