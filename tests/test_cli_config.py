@@ -219,3 +219,17 @@ def test_synth_eval_is_made_from_eval_settings():
     assert params["max_new_tokens"].default == EvalSettings.max_tokens
     assert params["judge_max_tokens"].default == EvalSettings.judge_max_tokens
     assert params["mc_format"].default == EvalSettings.mc_format and params["lid"].default == EvalSettings.lid
+
+
+def test_the_command_line_loads_no_model_library():
+    """The pipeline's stage classes are imported to declare it (their keys), but what they run on is not: `synth
+    --help` stays fast on a machine with torch, vLLM and Ray installed."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "vllm", "sentence_transformers", "faiss", "ray", "datasketch", "lm_eval")
+    code = ("import sys; from typer.testing import CliRunner; from synth.cli import app; "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
