@@ -3,9 +3,10 @@
 ``pick`` draws a sample of fragments as ``synth extract`` does, then runs each candidate translator through
 stage 2 (native → English, with its checks) and through stage 5 with the round trip (that English back into the
 language, scored by the fidelity columns and judged by the fidelity gate, then back into English), and each
-candidate teacher through stage 3 and the judge. It measures what the gates measure (the share each keeps and
-why the rest left, round-trip similarity, LID of the output, chrF++ of the native text against its round trip
-through English), tokens per row and rows per second, and writes ``pick.toml``: the sections ``synth run
+candidate teacher through stage 3, the judge and the relevance score stage 4 selects on. It measures what the gates
+measure (the share each keeps and why the rest left, round-trip similarity, LID of the output, chrF++ of the
+native text against its round trip through English; the judge's scores and the share of pairs above the
+calibrated relevance threshold), tokens per row and rows per second, and writes ``pick.toml``: the sections ``synth run
 --config`` takes, with the choice and the reasons in comments. A language for which no candidate passes gets no
 choice, and the file says why.
 
@@ -31,6 +32,8 @@ from synth.kernel import StageOutput, TableSource
 from synth.lang import canonical
 from synth.llm.stage import with_cache
 from synth.runner import run_on, run_stage
+from synth.select.embed import Embed
+from synth.select.relevance import calibrated_threshold
 from synth.stages.backtranslate import Backtranslate, FidelityThresholds, fidelity_reason
 from synth.stages.extract import ExtractSettings, extract
 from synth.stages.instruct import Instruct
@@ -209,15 +212,19 @@ def measure_teacher(model: str, english: StageOutput, out: Path, settings: PickS
     try:
         written, s3 = timed(rundir, lambda: run_on(Instruct(**settings.llm(model)), english, rundir, progress))
         judged = run_on(Score(**settings.llm(settings.judge)), written, rundir, progress)
+        embedded = run_on(Embed(), judged, rundir, progress)  # the relevance selection reads (calibrated cosine)
     except SynthError as e:
         m.error, m.why = str(e), f"failed: {e}"
         return m
     _stage_gate(m, "instruct", written)
     _stage_gate(m, "score", judged)
     quality = [q for q in judged.read(columns=["quality"]).column("quality").to_pylist() if q is not None]
+    relevance = [r for r in embedded.read(columns=["relevance"]).column("relevance").to_pylist() if r is not None]
+    bar = calibrated_threshold(Embed().relevance_identity())
     m.scores = {"judge_mean": round(sum(quality) / len(quality), 2) if quality else None,
-                "judge_ge_min": round(sum(q >= settings.min_quality for q in quality) / len(quality), 3)
-                if quality else None}
+                "judge_ge_min": _share([q >= settings.min_quality for q in quality]),
+                "relevance": round(median(relevance), 3) if relevance else None,
+                "relevant": _share([r >= bar for r in relevance]) if bar is not None else None}
     m.tokens_per_row = round(_tokens(written) / max(1, m.rows), 1)
     m.rows_per_s = round(m.rows / s3, 2) if s3 > 0 else None
     return m

@@ -64,6 +64,7 @@ def test_pick_chooses_apertium_for_spanish_and_says_why(tmp_path):
     assert llm["tokens_per_row"] > 0 and llm["rows_per_s"] > 0
     [teacher] = measured["teachers"]  # SmolLM2's judge scores everything 1: no teacher is written
     assert not teacher["passed"] and "judge mean" in teacher["why"] and "[instruct]" not in toml
+    assert -1 <= teacher["scores"]["relevance"] <= 1 and 0 <= teacher["scores"]["relevant"] <= 1
 
     # A rerun finds every stage output finished: nothing is recomputed, the same choice and timings come back.
     shards = sorted(p.relative_to(out) for p in out.rglob("part-*.parquet"))
