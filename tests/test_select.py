@@ -18,7 +18,16 @@ from synth.fingerprint import stable_id
 from synth.identity import identity
 from synth.kernel import Stage, StageOutput, TableSource
 from synth.runner import run_stage
-from synth.select import Embed, SelectError, SelectSettings, default_embedding_model, methods, select, settings
+from synth.select import (
+    Embed,
+    SelectError,
+    SelectSettings,
+    default_embedding_model,
+    methods,
+    neighbours,
+    select,
+    settings,
+)
 from synth.select import embed as embed_mod
 from synth.select.embed import EmbedError, resolve_embedding_model
 
@@ -535,7 +544,7 @@ def _crowd(tau: float = 0.9, crowd: int = 100) -> tuple[np.ndarray, np.ndarray]:
 
 def test_flat_greedy_is_exact_past_the_match_cap():
     x, quality = _crowd()
-    assert len(x) - 3 > methods.MATCHES_PER_CELL
+    assert len(x) - 3 > neighbours.MATCHES_PER_CELL
     codes, _, info = methods.select_arrays(x, quality, any_quality(method="greedy", tau=0.9, index="flat"))
     got = [None if c == 0 else settings.REASONS[c - 1] for c in codes]
     assert got == _naive(x, quality, np.zeros(len(x), int), 0.9, "greedy")
