@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import MISSING, Field, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,8 @@ def parse_count(text: str | int | None) -> int | None:
 
 
 def _tomlable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):  # a table of settings (the fidelity thresholds…)
+        return _tomlable(asdict(obj))
     if isinstance(obj, dict):
         return {k: _tomlable(v) for k, v in obj.items() if v is not None}
     if isinstance(obj, (list, tuple)):
@@ -214,3 +216,6 @@ def key_values(pairs: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.replace("-", "_")] = value
     return out
+
+
+LISTS = {"parse": split_list, "many": True, "whole": True}  # an option(...) comma-separated or repeated, taken whole

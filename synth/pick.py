@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from synth.config import LISTS, option, split_list
 from synth.errors import SynthError
 from synth.io import atomic_write_text
 from synth.kernel import StageOutput, TableSource
@@ -61,21 +62,45 @@ def translator_settings(candidate: str) -> dict[str, Any]:
 
 @dataclass
 class PickSettings:
-    lang: str
-    inputs: list[str]
-    translators: list[str] = field(default_factory=lambda: ["llm"])
-    models: list[str] = field(default_factory=list)  # teacher candidates (stage 3); none: the teacher is not picked
-    judge: str | None = None  # the model that judges every teacher's pairs (default: stage 4's)
-    sample: int = 200  # fragments, drawn uniformly over the input as `synth extract --sample uniform` draws
-    seed: int = 0
-    min_keep: float = 0.5  # a candidate passes where each of its gates keeps at least this share of the rows
-    min_quality: float = 3.0  # a teacher passes where the judge's mean score is at least this
-    engine: str | None = None  # for the LLM candidates (default: as `synth run`)
-    cache: str | None = "auto"  # the request cache ("auto": synth's shared one)
-    extract: dict[str, Any] = field(default_factory=dict)  # more of stage 1's settings (min_len, max_len…)
+    """What ``synth pick`` takes (its options are made from these fields: ``synth.cli.settings``)."""
+
+    lang: str | None = option(None, "The language to pick for (es, sw, swh…).")
+    inputs: list[str] | None = option(None, "Corpora to draw the sample from (as `synth extract`). Repeatable.",
+                                      flag="--input", alias="-i", many=True, whole=True)
+    translators: list[str] = option(["llm"], "Candidates, comma-separated or repeated: apertium, llm (--model), "
+                                    "llm:MODEL, seq2seq:MODEL.", **LISTS)
+    models: list[str] = option([], "Teacher candidates for stage 3 (comma-separated); none: the teacher is not "
+                               "picked.", **LISTS)
+    judge: str | None = option(None, "The model that judges every teacher (default: stage 4's).")
+    sample: int = option(200, "Fragments in the sample, drawn uniformly over the input as `synth extract "
+                         "--sample uniform` draws.")
+    seed: int = option(0, "Seed of the sample.")
+    min_keep: float = option(0.5, "A candidate passes where each gate keeps at least this share of its rows.")
+    min_quality: float = option(3.0, "A teacher passes where the judge's mean score reaches this.")
+    min_len: int | None = option(None, "Shortest fragment (characters; as `synth extract`).")
+    max_len: int | None = option(None, "Longest fragment.")
+    engine: str | None = option(None, "The LLM candidates' engine: hf, vllm or openai (default: as `synth run`).")
+    model: str | None = option(None, "The model of the plain 'llm' candidate (default: the run's).")
+    cache: str | None = option("auto", "Request cache (sqlite path), 'none', or synth's shared one.")
+    extract: dict[str, Any] = field(default_factory=dict)  # more of stage 1's settings, from a config's [pick]
     # The fidelity gate, as stage 5 applies it, except the name check: pick sends whole fragments, whose names a
     # good translator translates (United Nations → Naciones Unidas); how many kept theirs is in the scores.
     fidelity: FidelityThresholds = field(default_factory=lambda: FidelityThresholds(require_entities=False))
+
+    def __post_init__(self) -> None:
+        if not self.lang or not self.inputs:
+            raise PickError("give --lang and --input (or lang and inputs in the config's [pick])")
+        self.lang, self.inputs = canonical(self.lang), [str(p) for p in self.inputs]
+        self.translators, self.models = split_list(self.translators) or [], split_list(self.models) or []
+        if not self.translators:
+            raise PickError("give at least one translator candidate (--translators apertium,llm,…)")
+        self.translators = [f"llm:{self.model}" if c == "llm" and self.model else c for c in self.translators]
+        for candidate in self.translators:
+            translator_settings(candidate)  # a misspelt candidate fails before any model loads
+        if isinstance(self.fidelity, dict):
+            self.fidelity = FidelityThresholds(**self.fidelity)
+        lengths = {k: v for k, v in (("min_len", self.min_len), ("max_len", self.max_len)) if v is not None}
+        self.extract = {**self.extract, **lengths}
 
     def llm(self, model: str | None = None) -> dict[str, Any]:
         """The engine settings of an LLM stage of the pick."""
@@ -262,11 +287,6 @@ def best(candidates: list[Measured]) -> Measured | None:
 def pick(out: str | Path, settings: PickSettings, progress: bool = True) -> PickResult:
     """Measure every candidate on one sample and write ``pick.toml`` and ``pick.json`` in ``out``."""
     out = Path(out)
-    settings.lang = canonical(settings.lang)
-    if not settings.translators:
-        raise PickError("give at least one translator candidate (--translators apertium,llm,…)")
-    for candidate in settings.translators:
-        translator_settings(candidate)  # a misspelt candidate fails before any model loads
     extract_settings = ExtractSettings(**{"lang": settings.lang, "fragments": settings.sample, "sample": "uniform",
                                           "seed": settings.seed, **settings.extract})
     sample = extract(settings.inputs, out / "sample", extract_settings, progress=progress)

@@ -29,7 +29,7 @@ def test_candidates_are_read_or_refused():
 
 
 def test_a_candidate_passes_only_where_every_gate_keeps_enough_and_the_best_keeps_most():
-    settings = PickSettings(lang="es", inputs=[])
+    settings = PickSettings(lang="es", inputs=["x"])
     good = judge(Measured("a", "translator", 10, kept={"translate": 1.0, "fidelity": 0.8},
                           scores={"roundtrip_sim": 0.9}), settings)
     better = judge(Measured("b", "translator", 10, kept={"translate": 1.0, "fidelity": 0.9},
@@ -91,3 +91,14 @@ def test_pick_chooses_nothing_for_swahili_offline_and_names_the_failing_gates(tm
     apertium, llm = json.loads((out / "pick.json").read_text())["translators"]
     assert "apertium-eng-swh" in apertium["error"]  # the package to install, named
     assert not llm["passed"] and "translate kept 0%" in llm["why"] and llm["dropped"]["translate"]
+
+
+def test_pick_settings_read_flags_and_config_alike(tmp_path):
+    """The command is made from PickSettings: a config's [pick] and the flags give the same settings."""
+    settings = PickSettings(lang="es", inputs=["c"], translators="apertium, llm", model="m", max_len=400)
+    assert settings.lang == "spa" and settings.translators == ["apertium", "llm:m"]
+    assert settings.extract == {"max_len": 400}
+    with pytest.raises(PickError, match="give --lang and --input"):
+        PickSettings(lang="es")
+    with pytest.raises(PickError, match="give apertium, llm"):
+        PickSettings(lang="es", inputs=["c"], translators=["google"])

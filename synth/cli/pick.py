@@ -4,44 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
 from rich.table import Table
 
-from synth.cli.common import CACHE_HELP, ENGINE_HELP, _fail, _split, app, console
+from synth.cli.common import _fail, console
+from synth.cli.settings import settings_command
+from synth.pick import PickSettings
 
 
-@app.command("pick")
-def pick_cmd(
-    lang: str = typer.Option(..., help="The language to pick for (es, sw, swh…)."),
-    inputs: list[str] = typer.Option(..., "--input", "-i", help="Corpora to draw the sample from (as `synth "
-                                     "extract`). Repeatable."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder: pick.toml (for `synth run --config`), pick.json, "
-                             "and each candidate's stage outputs (a rerun redoes nothing finished)."),
-    translators: list[str] = typer.Option(["llm"], help="Candidates, comma-separated or repeated: apertium, llm "
-                                          "(--model), llm:MODEL, seq2seq:MODEL."),
-    models: list[str] = typer.Option(None, help="Teacher candidates for stage 3 (comma-separated); none: the "
-                                     "teacher is not picked."),
-    judge: str = typer.Option(None, help="The model that judges every teacher (default: stage 4's)."),
-    sample: int = typer.Option(200, help="Fragments in the sample, drawn uniformly over the input."),
-    seed: int = typer.Option(0, help="Seed of the sample."),
-    min_keep: float = typer.Option(0.5, help="A candidate passes where each gate keeps at least this share."),
-    min_quality: float = typer.Option(3.0, help="A teacher passes where the judge's mean score reaches this."),
-    min_len: int = typer.Option(None, help="Shortest fragment (characters; as `synth extract`)."),
-    max_len: int = typer.Option(None, help="Longest fragment."),
-    engine: str = typer.Option(None, help=ENGINE_HELP),
-    model: str = typer.Option(None, help="The model of the plain 'llm' candidate (default: the run's)."),
-    cache: str = typer.Option("auto", help=CACHE_HELP),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Pick the translator (and teacher) for a language: each candidate through stages 2 and 5 (and 3 and the
-    judge) on a sample, measured by the gates; writes the choice as run.toml sections."""
-    from synth.pick import PickSettings, pick
+def _pick(settings: PickSettings, out: Path, quiet: bool = False) -> None:
+    """``synth pick``'s work, on its settings (the command is made from ``PickSettings``)."""
+    from synth.pick import pick
 
-    names = [f"llm:{model}" if c == "llm" and model else c for c in _split(translators) or []]
-    extra = {k: v for k, v in (("min_len", min_len), ("max_len", max_len)) if v is not None}
-    settings = PickSettings(lang=lang, inputs=inputs, translators=names, models=_split(models) or [], judge=judge,
-                            sample=sample, seed=seed, min_keep=min_keep, min_quality=min_quality, engine=engine,
-                            cache=cache, extract=extra)
     try:
         result = pick(out, settings, progress=not quiet)
     except (ValueError, OSError) as e:  # SynthError is a ValueError
@@ -65,3 +38,9 @@ def pick_cmd(
             console.print(f"  {m.name}: {m.why}", markup=False)
     choice = result.translator.name if result.translator else "none (see the reasons above)"
     console.print(f"translator for {result.lang}: {choice}; wrote {result.toml} (synth run --config {result.toml})")
+
+
+settings_command("pick", PickSettings, _pick, quiet=True, help="Pick the translator (and teacher) for a language: "
+                 "each candidate through stages 2 and 5 (and 3, the judge and relevance) on a sample, measured by the "
+                 "gates; writes the choice as run.toml sections.", out_help="Folder: pick.toml (for `synth run "
+                 "--config`), pick.json, and each candidate's stage outputs (a rerun redoes nothing finished).")

@@ -34,10 +34,11 @@ def _help(opt: Any, default: Any) -> str:
     return f"{text} (default {default}){dot}"
 
 
-def settings_command(name: str, cls: type, run: Callable[[Any, Path], None], help: str, out_help: str) -> None:
+def settings_command(name: str, cls: type, run: Callable[..., None], help: str, out_help: str,
+                     quiet: bool = False) -> None:
     """Add ``synth <name>``: ``--out``, an option (or the argument) per field of ``cls`` and ``--config`` (its
-    ``[name]`` section); ``run(settings, out)`` does the work, after the resolved section is recorded in
-    ``OUT/run.toml``."""
+    ``[name]`` section), and with ``quiet`` a ``--quiet``; ``run(settings, out[, quiet=…])`` does the work, after
+    the resolved section is recorded in ``OUT/run.toml``."""
     hints = typing.get_type_hints(cls)
     params = []
     for f, opt in cli_fields(cls):
@@ -56,6 +57,9 @@ def settings_command(name: str, cls: type, run: Callable[[Any, Path], None], hel
                inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
                                  default=typer.Option(None, "--config", help=f"A run.toml; flags override its "
                                                       f"\\[{name}] section."))]
+    if quiet:
+        params.append(inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                        default=typer.Option(False, "--quiet", help="No progress bars.")))
 
     def command(**given: Any) -> None:
         try:
@@ -70,7 +74,7 @@ def settings_command(name: str, cls: type, run: Callable[[Any, Path], None], hel
             record(given["out"], {name: cfg})
         except (ConfigError, ValueError, TypeError, OSError) as e:
             _fail(e)
-        run(settings, given["out"])
+        run(settings, given["out"], **({"quiet": given["quiet"]} if quiet else {}))
 
     command.__signature__ = inspect.Signature(params)  # what typer reads the options from
     command.__doc__ = help

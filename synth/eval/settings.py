@@ -6,9 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from synth.config import ConfigError, key_values, option, split_list
-
-LISTS = {"parse": split_list, "many": True, "whole": True}  # comma-separated or repeated, taken whole
+from synth.config import LISTS, ConfigError, key_values, option, split_list
 
 
 @dataclass

@@ -12,7 +12,6 @@ from synth.config import ConfigError, option, parse_count, split_list
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 METHODS = ("lora", "full")
-LISTS = {"parse": split_list, "many": True, "whole": True}  # comma-separated or repeated, taken whole
 
 
 def parse_lang_paths(values: list[str] | dict | None) -> list[str] | dict[str, list[str]] | None:
