@@ -98,8 +98,7 @@ def test_two_exports_load_as_their_own_rows_through_the_card(tmp_path):
 class Same(Stage):
     """A stage that passes its rows on: a finished stage output of several shards to export from."""
 
-    name: ClassVar[str] = "same"
-    step: ClassVar[int] = 9
+    key: ClassVar[str] = "09_same"
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         return batch
