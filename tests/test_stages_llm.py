@@ -437,9 +437,10 @@ def test_three_stages_in_a_row(run, tmp_path):
     assert set(t3.column("task_type").to_pylist()) <= set(TASK_TYPES)
     assert set(r3) <= CHECK_REASONS | ENGINE_REASONS
 
-    gated = _command(run, "backtranslate", prompt=str(prompts["fixed"]), roundtrip=True,
-                     roundtrip_prompt=str(prompts["fixed"]), max_tokens=32, **FAST)
+    _command(run, "backtranslate", prompt=str(prompts["fixed"]), roundtrip=True,
+             roundtrip_prompt=str(prompts["fixed"]), max_tokens=32, **FAST)
     o5 = StageOutput.current(run, "05_backtranslate")
+    gated = StageOutput.current(run, "05_fidelity")  # the command's last stage is the final decontamination
     r5 = _accounted(o5, t3.num_rows)
     t5 = o5.read()
     _aligned(t3, t5, ["id", "lang", "fragment", "response_en", "instruction_en"])
