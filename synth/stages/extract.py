@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +157,7 @@ class Fragments(Stage):
             self._measure = lambda text: len(tok.encode(text, add_special_tokens=False))
 
     def output_schema(self) -> pa.Schema:
-        return FRAGMENT_SCHEMA
+        return fragment_schema()
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         frags: list[dict[str, Any]] = []
@@ -177,7 +178,7 @@ class Fragments(Stage):
                 frags.append({"source": doc["source"], "source_id": doc["source_id"], "frag_index": i,
                               "fragment": frag})
         if not frags:
-            return FRAGMENT_SCHEMA.empty_table()
+            return fragment_schema().empty_table()
         preds = self._lid.predict([f["fragment"] for f in frags])
         kept = []
         for f, (label, score) in zip(frags, preds, strict=True):
@@ -196,9 +197,9 @@ class Fragments(Stage):
                      lid_score=float(score), chars=len(f["fragment"]))
             kept.append(f)
         if not kept:
-            return FRAGMENT_SCHEMA.empty_table()
+            return fragment_schema().empty_table()
         texts = [f["fragment"] for f in kept]
-        base = pa.Table.from_pylist(kept, pa.schema([FRAGMENT_SCHEMA.field(n) for n in BASE_COLUMNS]))
+        base = pa.Table.from_pylist(kept, pa.schema([fragment_schema().field(n) for n in BASE_COLUMNS]))
         signals = quality.signals_table(texts)
         exact = pa.array([dedup.exact_hash(t) for t in texts], pa.int64())
         bands = dedup.band_keys(texts, self.minhash)
@@ -207,13 +208,16 @@ class Fragments(Stage):
         for name in signals.column_names:
             table = table.append_column(name, signals.column(name))
         table = table.append_column("dedup_exact", exact).append_column("minhash", minhash)
-        return table.select(FRAGMENT_SCHEMA.names).cast(FRAGMENT_SCHEMA)
+        return table.select(fragment_schema().names).cast(fragment_schema())
 
 
 BASE_COLUMNS = ["id", "lang", "fragment", "lid_score", "source", "source_id", "frag_index", "chars"]
 
 
-def _fragment_schema() -> pa.Schema:
+@cache
+def fragment_schema() -> pa.Schema:
+    """The columns of stage 1's fragments (made on first use: the quality signals are probed, which loads
+    pyarrow's compute kernels, and ``synth --help`` imports this module)."""
     base = [("id", pa.string()), ("lang", pa.string()), ("fragment", pa.string()), ("lid_score", pa.float32()),
             ("source", pa.string()), ("source_id", pa.string()), ("frag_index", pa.int32()),
             ("chars", pa.int32())]
@@ -222,8 +226,6 @@ def _fragment_schema() -> pa.Schema:
              ("minhash", pa.list_(pa.int64(), dedup.MinHashSettings().bands))]
     return pa.schema([*base, *signals, *extra])
 
-
-FRAGMENT_SCHEMA = _fragment_schema()
 
 
 @dataclass
@@ -242,7 +244,7 @@ class Decide(Gate):
         return batch.drop_columns(["minhash"])
 
     def output_schema(self) -> pa.Schema:
-        return FRAGMENT_SCHEMA.remove(FRAGMENT_SCHEMA.get_field_index("minhash"))
+        return fragment_schema().remove(fragment_schema().get_field_index("minhash"))
 
 
 def decide(fragments: StageOutput, s: ExtractSettings) -> dict[str, str]:
