@@ -23,6 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from synth.config import option
 from synth.errors import SynthError
 from synth.export import ExportSettings, export
 from synth.fingerprint import stable_id
@@ -90,6 +91,52 @@ def read_ift(inputs: list[str], limit: int | None = None) -> tuple[pa.Table, int
         raise BaselineError(f"{', '.join(inputs)}: no instruction pairs (expected messages, conversations, or "
                             "instruction/output fields)")
     return pa.Table.from_pylist(rows), skipped
+
+
+
+INPUTS = {"flag": "--input", "alias": "-i", "many": True, "whole": True}
+
+
+@dataclass
+class TranslatedSettings:
+    """What ``synth baseline translated`` takes (its options are made from these fields)."""
+
+    input: list[str] | None = option(None, "English instruction data: JSONL, Parquet or a datasets folder, in "
+                                     "messages, ShareGPT or Alpaca form. Repeatable.", **INPUTS)
+    lang: str | None = option(None, "Target language (es, sw, swh…).")
+    translator: str = option("llm", "'llm', 'seq2seq' (with --mt-model) or 'apertium', as stage 5.")
+    mt_model: str | None = option(None, "Seq2seq MT model.")
+    engine: str | None = option(None, "hf, vllm or openai (default: vllm with a GPU, else hf).")
+    model: str | None = option(None, "Model directory, hub name, or 'smollm2' (offline default).")
+    limit: int | None = option(None, "Translate at most this many pairs.")
+
+    def __post_init__(self) -> None:
+        _required(self, "baseline_translated")
+
+    def stage(self) -> dict[str, Any]:
+        """Stage 5's settings among these."""
+        return {k: getattr(self, k) for k in ("translator", "mt_model", "engine", "model") if getattr(self, k)}
+
+
+@dataclass
+class TemplatedSettings:
+    """What ``synth baseline templated`` takes (its options are made from these fields)."""
+
+    input: list[str] | None = option(None, "Labelled data: JSONL, Parquet or a datasets folder with the template's "
+                                     "fields. Repeatable.", **INPUTS)
+    lang: str | None = option(None, "Target language (es, sw, swh…).")
+    template: str = option("summarize", "A template of prompts/templates/ (summarize, qa, name.vN) or a .toml file.")
+    english: bool = option(False, "English instructions even where the template has the target's.")
+    limit: int | None = option(None, "At most this many pairs.")
+
+    def __post_init__(self) -> None:
+        _required(self, "baseline_templated")
+
+
+def _required(settings: Any, section: str) -> None:
+    missing = [f"--{k}" for k in ("input", "lang") if not getattr(settings, k)]
+    if missing:
+        raise BaselineError(f"give {' and '.join(missing)} (or in the config's [{section}])")
 
 
 @dataclass

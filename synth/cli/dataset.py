@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from synth.baselines import TemplatedSettings, TranslatedSettings
 from synth.cli.common import (
     CACHE_HELP,
     CONFIG_HELP,
@@ -22,8 +23,10 @@ from synth.cli.common import (
     console,
     export_formats,
 )
+from synth.cli.settings import settings_command
 from synth.config import budget_flag, parse_count
 from synth.errors import SynthError
+from synth.llm.batch import GenerateSettings
 from synth.pipeline import PIPELINE, RUN_FLAGS
 from synth.registry import StageSpec
 
@@ -99,37 +102,22 @@ def stats(rundir: Path = typer.Argument(..., help="A run directory.")) -> None:
     console.print(table)
 
 
-@app.command()
-def generate(
-    engine: str = typer.Option(None, help=ENGINE_HELP),
-    model: str = typer.Option("smollm2", help="Model directory, hub name, or 'smollm2' (the offline default)."),
-    input: Path = typer.Option(..., "--input", "-i", help="JSONL: one request per line (prompt or messages)."),
-    out: Path = typer.Option(..., "--out", "-o", help="JSONL results, one per request, same order."),
-    max_tokens: int = typer.Option(256, help="Default max new tokens (a line's own value wins)."),
-    temperature: float = typer.Option(0.0, help="Default temperature."),
-    base_url: str = typer.Option(None, help="openai engine: the server, e.g. http://127.0.0.1:8000/v1."),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="openai engine: environment variable with the key."),
-    engine_opt: list[str] = typer.Option(None, help="Engine setting KEY=VALUE (repeatable), e.g. batch_size=16."),
-    cache: Path = typer.Option(None, help="Request cache (sqlite); default in synth's cache folder."),
-    no_cache: bool = typer.Option(False, help="Do not read or write the request cache."),
-    quiet: bool = typer.Option(False, help="No progress bar."),
-) -> None:
-    """Batch generation with any engine, on its own: prompts.jsonl in, results.jsonl out, cached. A fully cached
-    file does not load the model."""
+def _generate(s: GenerateSettings, out: Path, quiet: bool = False) -> None:
+    """``synth generate``'s work, on its settings (the command is made from ``GenerateSettings``)."""
     from synth.llm import Sampling, load_engine
     from synth.llm.batch import generate_file
     from synth.llm.factory import default_engine, engine_class
     from synth.llm.stage import default_cache
 
-    options = _engine_options(engine_opt)
+    options = dict(s.engine_options or {})
     try:
-        engine = engine or default_engine()
+        engine = s.engine or default_engine()
         if engine_class(engine).remote:  # a server's address and key
-            options.update(base_url=base_url, api_key_env=api_key_env)
-        llm = load_engine(engine, model, cache=None if no_cache else (cache or default_cache()), **options)
+            options.update(base_url=s.base_url, api_key_env=s.api_key_env)
+        llm = load_engine(engine, s.model, cache=None if s.no_cache else (s.cache or default_cache()), **options)
         with llm:
-            report = generate_file(llm, input, out, Sampling(max_tokens=max_tokens, temperature=temperature),
-                                   progress=not quiet)
+            report = generate_file(llm, Path(s.input), out, Sampling(max_tokens=s.max_tokens,
+                                                                     temperature=s.temperature), progress=not quiet)
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
     console.print(f"[green]{report.ok:,}/{report.requests:,} ok[/green] → {out}; "
@@ -141,6 +129,11 @@ def generate(
         console.print(f"  [yellow]skipped {line}[/yellow]")
     if report.bad_lines:
         console.print(f"  skipped {len(report.bad_lines):,} bad input line(s)")
+
+
+settings_command("generate", GenerateSettings, _generate, quiet=True, record_in_out=False,
+                 help="Batch generation with any engine, on its own: prompts.jsonl in, results.jsonl out, cached. A "
+                 "fully cached file does not load the model.", out_help="JSONL results, one per request, same order.")
 
 
 # ------------------------------------------------------------------------------------ the pipeline's commands
@@ -246,51 +239,34 @@ baseline_app = typer.Typer(help="The baselines synth is compared against: transl
 app.add_typer(baseline_app, name="baseline")
 
 
-@baseline_app.command("translated")
-def baseline_translated(
-    input: list[str] = typer.Option(..., "--input", "-i", help="English instruction data: JSONL, Parquet or a "
-                                    "datasets folder, in messages, ShareGPT or Alpaca form. Repeatable."),
-    lang: str = typer.Option(..., help="Target language (es, sw, swh…)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (final/ holds the dataset and its card)."),
-    translator: str = typer.Option("llm", help="'llm', 'seq2seq' (with --mt-model) or 'apertium', as stage 5."),
-    mt_model: str = typer.Option(None, help="Seq2seq MT model."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    limit: int = typer.Option(None, help="Translate at most this many pairs."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """Machine-translate an English instruction dataset (instructions and responses) into the target language,
-    with stage 5's translator and fidelity gate; synth's final schema and a card."""
+def _translated(s: TranslatedSettings, out: Path, quiet: bool = False) -> None:
     from synth.baselines import translated
 
-    settings = {k: v for k, v in {"translator": translator, "mt_model": mt_model, "engine": engine,
-                                  "model": model}.items() if v is not None}
     try:
-        result = translated(input, out, lang, settings, limit=limit, progress=not quiet)
+        result = translated(s.input, out, s.lang, s.stage(), limit=s.limit, progress=not quiet)
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
     console.print(f"[green]{result.rows:,} rows[/green] → {result.final}")
 
 
-@baseline_app.command("templated")
-def baseline_templated(
-    input: list[str] = typer.Option(..., "--input", "-i", help="Labelled data: JSONL, Parquet or a datasets "
-                                    "folder with the template's fields. Repeatable."),
-    lang: str = typer.Option(..., help="Target language (es, sw, swh…)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder (final/ holds the dataset and its card)."),
-    template: str = typer.Option("summarize", help="A template of prompts/templates/ (summarize, qa, name.vN) or "
-                                 "a .toml file."),
-    english: bool = typer.Option(False, help="English instructions even where the template has the target's."),
-    limit: int = typer.Option(None, help="At most this many pairs."),
-) -> None:
-    """Turn a labelled dataset ({text, summary}, {context, question, answer}…) into instruction pairs through a
-    versioned template; synth's final schema and a card."""
+def _templated(s: TemplatedSettings, out: Path) -> None:
     from synth.baselines import templated
 
     try:
-        result = templated(input, out, lang, template, limit=limit, english=english)
+        result = templated(s.input, out, s.lang, s.template, limit=s.limit, english=s.english)
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
     console.print(f"[green]{result.rows:,} rows[/green] → {result.final}")
+
+
+settings_command("translated", TranslatedSettings, _translated, quiet=True, on=baseline_app,
+                 section="baseline_translated", out_help="Output folder (final/ holds the dataset and its card).",
+                 help="Machine-translate an English instruction dataset (instructions and responses) into the target "
+                 "language, with stage 5's translator and fidelity gate; synth's final schema and a card.")
+settings_command("templated", TemplatedSettings, _templated, on=baseline_app, section="baseline_templated",
+                 out_help="Output folder (final/ holds the dataset and its card).",
+                 help="Turn a labelled dataset ({text, summary}, {context, question, answer}…) into instruction pairs "
+                 "through a versioned template; synth's final schema and a card.")
 
 
 @app.command("audit")

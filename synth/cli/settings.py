@@ -35,10 +35,13 @@ def _help(opt: Any, default: Any) -> str:
 
 
 def settings_command(name: str, cls: type, run: Callable[..., None], help: str, out_help: str,
-                     quiet: bool = False) -> None:
-    """Add ``synth <name>``: ``--out``, an option (or the argument) per field of ``cls`` and ``--config`` (its
-    ``[name]`` section), and with ``quiet`` a ``--quiet``; ``run(settings, out[, quiet=…])`` does the work, after
-    the resolved section is recorded in ``OUT/run.toml``."""
+                     quiet: bool = False, on: typer.Typer = app, section: str | None = None,
+                     record_in_out: bool = True) -> None:
+    """Add ``<name>`` to ``on`` (``synth``, or a group like ``synth baseline``): ``--out``, an option (or the
+    argument) per field of ``cls``, ``--config`` (its ``[section]``, default ``[name]``) and with ``quiet`` a
+    ``--quiet``. ``run(settings, out[, quiet=…])`` does the work, after the resolved section is recorded in
+    ``OUT/run.toml`` (not where ``--out`` is a file: ``record_in_out`` off)."""
+    section = section or name
     hints = typing.get_type_hints(cls)
     params = []
     for f, opt in cli_fields(cls):
@@ -47,8 +50,8 @@ def settings_command(name: str, cls: type, run: Callable[..., None], help: str, 
         text = _help(opt, defaults(cls)[f.name])
         if opt.argument:
             default = typer.Argument(None, help=text)
-        elif kind is bool:
-            default = typer.Option(None, f"{flag}/--no-{flag.removeprefix('--')}", help=text)
+        elif kind is bool:  # --x/--no-x, or the one switch a field names (--no-cache)
+            default = typer.Option(None, opt.flag or f"{flag}/--no-{flag.removeprefix('--')}", help=text)
         else:
             default = typer.Option(None, flag, *([opt.alias] if opt.alias else []), help=text)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=default))
@@ -56,7 +59,7 @@ def settings_command(name: str, cls: type, run: Callable[..., None], help: str, 
                                  default=typer.Option(..., "--out", "-o", help=out_help)),
                inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
                                  default=typer.Option(None, "--config", help=f"A run.toml; flags override its "
-                                                      f"\\[{name}] section."))]
+                                                      f"\\[{section}] section."))]
     if quiet:
         params.append(inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
                                         default=typer.Option(False, "--quiet", help="No progress bars.")))
@@ -69,13 +72,14 @@ def settings_command(name: str, cls: type, run: Callable[..., None], help: str, 
                 value = None if value in ([], ()) else value
                 flags[f.name] = opt.parse(value) if opt.parse and value is not None else value
             whole = tuple(f.name for f, opt in cli_fields(cls) if opt.whole)
-            cfg = config_section(given["config"], name, defaults(cls), flags, whole=whole)
+            cfg = config_section(given["config"], section, defaults(cls), flags, whole=whole)
             settings = cls(**cfg)
-            record(given["out"], {name: cfg})
+            if record_in_out:
+                record(given["out"], {section: cfg})
         except (ConfigError, ValueError, TypeError, OSError) as e:
             _fail(e)
         run(settings, given["out"], **({"quiet": given["quiet"]} if quiet else {}))
 
     command.__signature__ = inspect.Signature(params)  # what typer reads the options from
     command.__doc__ = help
-    app.command(name, help=help)(command)
+    on.command(name, help=help)(command)

@@ -8,11 +8,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from synth.config import ConfigError, key_values, option
 from synth.io import atomic_write_text
 from synth.llm.base import Engine
 from synth.llm.cache import CachedEngine
 from synth.llm.request import Request, Sampling
 from synth.progress import console
+
+
+@dataclass
+class GenerateSettings:
+    """What ``synth generate`` takes (its options are made from these fields: ``synth.cli.settings``)."""
+
+    input: str | None = option(None, "JSONL: one request per line (prompt or messages).", flag="--input",
+                               alias="-i")
+    engine: str | None = option(None, "hf, vllm or openai (default: vllm with a GPU, else hf).")
+    model: str = option("smollm2", "Model directory, hub name, or 'smollm2' (the offline default).")
+    max_tokens: int = option(256, "Default max new tokens (a line's own value wins).")
+    temperature: float = option(0.0, "Default temperature.")
+    base_url: str | None = option(None, "openai engine: the server, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = option("OPENAI_API_KEY", "openai engine: environment variable with the key.")
+    engine_options: dict[str, Any] | None = option(None, "Engine setting KEY=VALUE (repeatable), e.g. "
+                                                   "batch_size=16.", flag="--engine-opt", parse=key_values,
+                                                   many=True, whole=True)
+    cache: str | None = option(None, "Request cache (sqlite); default in synth's cache folder.")
+    no_cache: bool = option(False, "Do not read or write the request cache.", flag="--no-cache")
+
+    def __post_init__(self) -> None:
+        if not self.input:
+            raise ConfigError("give --input, a JSONL file of requests (or input = ... in the config's [generate])")
+
 
 SAMPLING_KEYS = {"max_tokens", "temperature", "top_p", "seed", "stop", "repetition_penalty", "logprobs"}
 
