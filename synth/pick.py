@@ -297,10 +297,14 @@ def pick(out: str | Path, settings: PickSettings, progress: bool = True) -> Pick
                    for c in settings.translators]
     chosen = best(translators)
     teachers: list[Measured] = []
-    if settings.models:
-        source = chosen or max(translators, key=lambda c: c.overall)
+    ran = [c for c in translators if c.error is None]
+    if settings.models and not ran:  # no English to write instructions for: the teachers say why
+        teachers = [Measured(m, "teacher", error="no translator candidate ran", why="failed: no translator "
+                             "candidate produced English to write instructions for") for m in settings.models]
+    elif settings.models:
         from synth.stages.translate import Translate
 
+        source = chosen or max(ran, key=lambda c: c.overall)
         english = StageOutput.current(out / "candidates" / slug(source.name), Translate.key)
         teachers = [judge(measure_teacher(m, english, out, settings, progress), settings) for m in settings.models]
     result = PickResult(out, settings.lang, translators, teachers, chosen, best(teachers))

@@ -102,3 +102,18 @@ def test_pick_settings_read_flags_and_config_alike(tmp_path):
         PickSettings(lang="es")
     with pytest.raises(PickError, match="give apertium, llm"):
         PickSettings(lang="es", inputs=["c"], translators=["google"])
+
+
+@pytest.mark.requires("apertium")
+def test_teachers_say_why_when_no_translator_ran(tmp_path):
+    """Offline Swahili through Apertium alone: the pair is missing, so there is no English for a teacher to write
+    instructions for; the teacher is reported as not run, with the reason, and nothing is chosen."""
+    from synth.pick import pick
+
+    settings = PickSettings(lang="sw", inputs=[str(ROOT / "examples" / "corpus")], translators=["apertium"],
+                            models=["smollm2"], sample=6, max_len=400)
+    result = pick(tmp_path / "pick", settings, progress=False)
+    assert result.translator is None and "apertium-eng-swh" in result.translators[0].error
+    [teacher] = result.teachers
+    assert teacher.error and "no translator candidate produced English" in teacher.why and result.teacher is None
+    assert "No teacher passed" in result.toml.read_text()
