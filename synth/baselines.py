@@ -19,7 +19,7 @@ import random
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow as pa
 
@@ -97,9 +97,22 @@ def read_ift(inputs: list[str], limit: int | None = None) -> tuple[pa.Table, int
 INPUTS = {"flag": "--input", "alias": "-i", "many": True, "whole": True}
 
 
+class _Needs:
+    """A baseline's settings need ``input`` and ``lang``, from the flags or the config's ``[SECTION]``."""
+
+    SECTION: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        missing = [f"--{k}" for k in ("input", "lang") if not getattr(self, k)]
+        if missing:
+            raise BaselineError(f"give {' and '.join(missing)} (or in the config's [{self.SECTION}])")
+
+
 @dataclass
-class TranslatedSettings:
+class TranslatedSettings(_Needs):
     """What ``synth baseline translated`` takes (its options are made from these fields)."""
+
+    SECTION = "baseline_translated"
 
     input: list[str] | None = option(None, "English instruction data: JSONL, Parquet or a datasets folder, in "
                                      "messages, ShareGPT or Alpaca form. Repeatable.", **INPUTS)
@@ -110,17 +123,16 @@ class TranslatedSettings:
     model: str | None = option(None, "Model directory, hub name, or 'smollm2' (offline default).")
     limit: int | None = option(None, "Translate at most this many pairs.")
 
-    def __post_init__(self) -> None:
-        _required(self, "baseline_translated")
-
     def stage(self) -> dict[str, Any]:
         """Stage 5's settings among these."""
         return {k: getattr(self, k) for k in ("translator", "mt_model", "engine", "model") if getattr(self, k)}
 
 
 @dataclass
-class TemplatedSettings:
+class TemplatedSettings(_Needs):
     """What ``synth baseline templated`` takes (its options are made from these fields)."""
+
+    SECTION = "baseline_templated"
 
     input: list[str] | None = option(None, "Labelled data: JSONL, Parquet or a datasets folder with the template's "
                                      "fields. Repeatable.", **INPUTS)
@@ -128,15 +140,6 @@ class TemplatedSettings:
     template: str = option("summarize", "A template of prompts/templates/ (summarize, qa, name.vN) or a .toml file.")
     english: bool = option(False, "English instructions even where the template has the target's.")
     limit: int | None = option(None, "At most this many pairs.")
-
-    def __post_init__(self) -> None:
-        _required(self, "baseline_templated")
-
-
-def _required(settings: Any, section: str) -> None:
-    missing = [f"--{k}" for k in ("input", "lang") if not getattr(settings, k)]
-    if missing:
-        raise BaselineError(f"give {' and '.join(missing)} (or in the config's [{section}])")
 
 
 @dataclass

@@ -26,6 +26,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from synth.budget import tokens
 from synth.config import LISTS, option, split_list
 from synth.errors import SynthError
 from synth.io import atomic_write_text
@@ -39,8 +40,7 @@ from synth.stages.backtranslate import Backtranslate, FidelityThresholds, fideli
 from synth.stages.extract import ExtractSettings, extract
 from synth.stages.instruct import Instruct
 from synth.stages.score import Score
-
-TOKEN_COUNTERS = ("prompt_tokens", "completion_tokens", "mt_input_tokens", "mt_output_tokens")
+from synth.stages.translate import Translate
 
 
 class PickError(SynthError, ValueError):
@@ -165,7 +165,7 @@ def timed(rundir: Path, make: Any) -> tuple[StageOutput, float]:
 
 
 def _tokens(*outputs: StageOutput) -> int:
-    return sum(int(o.stats().get("counters", {}).get(k, 0)) for o in outputs for k in TOKEN_COUNTERS)
+    return sum(tokens(o.stats()) for o in outputs)
 
 
 def _gate(m: Measured, gate: str, rows_in: int, rows_out: int, dropped: dict[str, int]) -> None:
@@ -197,8 +197,6 @@ def _chrf(hypotheses: list[str], references: list[str]) -> float | None:
 def measure_translator(candidate: str, sample: StageOutput, out: Path, settings: PickSettings,
                        progress: bool) -> Measured:
     """Stage 2 over the sample, then stage 5 with the round trip over its English, and the fidelity gate."""
-    from synth.stages.translate import Translate
-
     m = Measured(candidate, "translator", rows=sample.num_rows)
     rundir = out / "candidates" / slug(candidate)
     try:
@@ -302,8 +300,6 @@ def pick(out: str | Path, settings: PickSettings, progress: bool = True) -> Pick
         teachers = [Measured(m, "teacher", error="no translator candidate ran", why="failed: no translator "
                              "candidate produced English to write instructions for") for m in settings.models]
     elif settings.models:
-        from synth.stages.translate import Translate
-
         source = chosen or max(ran, key=lambda c: c.overall)
         english = StageOutput.current(out / "candidates" / slug(source.name), Translate.key)
         teachers = [judge(measure_teacher(m, english, out, settings, progress), settings) for m in settings.models]

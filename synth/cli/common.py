@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from synth import __version__
-from synth.config import ConfigError, key_values, split_list
+from synth.config import ConfigError, key_values
 
 app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
                   no_args_is_help=True, add_completion=False)
@@ -62,4 +62,3 @@ def _engine_options(pairs: list[str] | None) -> dict:
         raise typer.BadParameter(str(e)) from None
 
 
-_split = split_list  # the name the commands use

@@ -260,10 +260,10 @@ def _templated(s: TemplatedSettings, out: Path) -> None:
 
 
 settings_command("translated", TranslatedSettings, _translated, quiet=True, on=baseline_app,
-                 section="baseline_translated", out_help="Output folder (final/ holds the dataset and its card).",
+                 section=TranslatedSettings.SECTION, out_help="Output folder (final/ holds the dataset and its card).",
                  help="Machine-translate an English instruction dataset (instructions and responses) into the target "
                  "language, with stage 5's translator and fidelity gate; synth's final schema and a card.")
-settings_command("templated", TemplatedSettings, _templated, on=baseline_app, section="baseline_templated",
+settings_command("templated", TemplatedSettings, _templated, on=baseline_app, section=TemplatedSettings.SECTION,
                  out_help="Output folder (final/ holds the dataset and its card).",
                  help="Turn a labelled dataset ({text, summary}, {context, question, answer}…) into instruction pairs "
                  "through a versioned template; synth's final schema and a card.")

@@ -42,12 +42,12 @@ def settings_command(name: str, cls: type, run: Callable[..., None], help: str, 
     ``--quiet``. ``run(settings, out[, quiet=…])`` does the work, after the resolved section is recorded in
     ``OUT/run.toml`` (not where ``--out`` is a file: ``record_in_out`` off)."""
     section = section or name
-    hints = typing.get_type_hints(cls)
+    hints, given_defaults = typing.get_type_hints(cls), defaults(cls)
     params = []
     for f, opt in cli_fields(cls):
         kind = list[str] if opt.many else str if opt.parse else _base(hints[f.name])
         flag = opt.flag or f"--{f.name.replace('_', '-')}"
-        text = _help(opt, defaults(cls)[f.name])
+        text = _help(opt, given_defaults[f.name])
         if opt.argument:
             default = typer.Argument(None, help=text)
         elif kind is bool:  # --x/--no-x, or the one switch a field names (--no-cache)
@@ -72,7 +72,7 @@ def settings_command(name: str, cls: type, run: Callable[..., None], help: str, 
                 value = None if value in ([], ()) else value
                 flags[f.name] = opt.parse(value) if opt.parse and value is not None else value
             whole = tuple(f.name for f, opt in cli_fields(cls) if opt.whole)
-            cfg = config_section(given["config"], section, defaults(cls), flags, whole=whole)
+            cfg = config_section(given["config"], section, defaults(cls), flags, whole=whole)  # fresh lists each call
             settings = cls(**cfg)
             if record_in_out:
                 record(given["out"], {section: cfg})

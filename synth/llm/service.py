@@ -48,7 +48,7 @@ class EngineService:
     cache: str | None = None
     replicas: int | str = "auto"
     gpus: str | None = None
-    llm: Engine | None = field(default=None, repr=False)  # set by open, or handed in (``handed``)
+    llm: Engine | None = field(default=None, repr=False)  # set by open, or handed in (``of(stage, engine)``)
     owned: bool = field(default=False, repr=False)  # close closes only an engine this service loaded
 
     @classmethod

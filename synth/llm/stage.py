@@ -102,10 +102,6 @@ class LLMStage(Stage):
         # except those that do; the model by its identity, the precision resolved where the copies run.
         return {**super().params(), **EngineService.of(self).params(self.named_facts())}
 
-    def model_path(self) -> str | None:
-        """The model's local directory (a hub name as given); None for an engine that calls a server."""
-        return EngineService.of(self).model_path()
-
     def placement(self) -> Placement | None:
         return EngineService.of(self).placement()
 
