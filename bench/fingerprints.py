@@ -4,8 +4,8 @@ checkouts and compare, to show that a change of code layout renames no output (a
     .venv/bin/python bench/fingerprints.py [--tree PATH] [--config run.toml]
 
 ``--tree`` imports synth from another checkout (say a ``git worktree`` of an older commit; link its ``.cache`` to
-this one's so both see the same offline models). Stages made by a driver or a builder (extract, select, the
-fidelity gate) are left out: their fingerprints hash their settings and an algorithm version directly.
+this one's so both see the same offline models). Stages made by a driver or their own ``from_settings`` (extract,
+select, the fidelity gate) are left out: their fingerprints hash their settings and an algorithm version directly.
 """
 
 from __future__ import annotations
@@ -14,6 +14,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+
+def _plain(spec, stage_base: type) -> bool:
+    """Made by calling its class with its settings: no driver, no builder (older checkouts) and no
+    ``from_settings`` of its own."""
+    if spec.driver is not None or getattr(spec, "build", None) is not None:
+        return False
+    made = getattr(spec.stage_class, "from_settings", None)
+    return made is None or made.__func__ is stage_base.from_settings.__func__
 
 
 def main() -> None:
@@ -35,7 +44,7 @@ def main() -> None:
                                        "backtranslate": {"translator": "apertium"}}))
     out = {}
     for spec in PIPELINE.runnable:
-        if spec.build is None and spec.driver is None:
+        if _plain(spec, synth.Stage):
             out[spec.key] = spec.stage_class(**settings.values(spec)).fingerprint("input0")
     print(f"# synth from {synth.__file__}", file=sys.stderr)
     print(json.dumps(out, indent=1))

@@ -289,7 +289,8 @@ def write_jsonl(path: Path, rows: list[dict[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("package", type=Path, help="unpacked npm package directory (contains declaration/)")
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent, help="output directory (default: examples/)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
+                    help="output directory (default: examples/)")
     args = ap.parse_args(argv)
 
     pkg: Path = args.package

@@ -167,16 +167,25 @@ class Option:
 
     help: str
     flag: str = ""  # the option when it is not --<field>: --engine-opt
-    alias: str = ""  # a second spelling: --lora-r beside --lora-rank
+    alias: str = ""  # a second spelling: --lora-r beside --lora-rank, -i beside --input
     parse: Callable[[Any], Any] | None = None  # the flag's text → the setting (counts, comma lists, KEY=VALUE)
     many: bool = False  # repeatable (each value through ``parse``)
     argument: bool = False  # the command's positional argument
     whole: bool = False  # a list or {lang = path} table, taken whole from the flag or else the file, never merged
+    # The commands over the whole pipeline (``run``, ``audit``) that take it too, beside its stage's own command: there
+    # it sets the field in every run.toml section whose settings have it (--translator: [translate], [backtranslate]).
+    also: tuple[str, ...] = ()
+    wide: str = ""  # its flag in those commands, where not its own (the judge's model: --judge-model)
 
 
-def option(default: Any = None, help: str = "", **how: Any) -> Any:
-    """A settings field with its command-line option: ``max_tokens: int = option(128, "Max new tokens…")``."""
-    meta = {"cli": Option(help, **how)}
+def option(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None,
+           fingerprint: bool = True, **how: Any) -> Any:
+    """A settings field with its command-line option: ``max_tokens: int = option(128, "Max new tokens…")``.
+    ``factory`` makes the default (instead of ``default``); ``fingerprint=False``: the field does not change the
+    rows (a cache path, a device), so it is not in the stage's fingerprint."""
+    meta = {"cli": Option(help, **how), **({} if fingerprint else {"fingerprint": False})}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)

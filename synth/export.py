@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from synth.budget import tokens
+from synth.config import option
 from synth.errors import SynthError
 from synth.fingerprint import fingerprint
 from synth.io import atomic_write_text
@@ -42,11 +43,29 @@ class ExportError(SynthError, RuntimeError):
     """The rows to export lack what a dataset needs; the message says which column."""
 
 
+def parse_formats(given: list[str] | None) -> list[str] | None:
+    """``--format jsonl,alpaca`` or ``--format jsonl --format alpaca``: the export's formats, Parquet always first."""
+    extra = [f.strip() for item in given or [] for f in item.split(",") if f.strip() and f.strip() != "parquet"]
+    return ["parquet", *dict.fromkeys(extra)] if given else None
+
+
+def parse_licenses(given: list[str] | None) -> dict[str, str] | None:
+    """``--license SOURCE=LICENCE`` (repeatable; SOURCE ``*`` for every source)."""
+    pairs = [pair.split("=", 1) for pair in given or []]
+    bad = [given[i] for i, pair in enumerate(pairs) if len(pair) != 2]
+    if bad:
+        raise ExportError(f"--license needs SOURCE=LICENCE, got {bad[0]!r}")
+    return dict(pairs) if pairs else None
+
+
 @dataclass
 class ExportSettings:
-    formats: tuple[str, ...] = ("parquet",)
+    formats: tuple[str, ...] = option(("parquet",), "Copies beside the Parquet (always written), comma-separated or "
+                                      "repeated: jsonl, alpaca, sharegpt.", flag="--format", alias="-f",
+                                      parse=parse_formats, many=True, also=("run",))
     rows_per_shard: int = 50_000
-    licenses: dict[str, str] = field(default_factory=dict)  # source (file or corpus name) → licence
+    licenses: dict[str, str] = option({}, "SOURCE=LICENCE for the dataset card (SOURCE * for all). Repeatable.",
+                                      flag="--license", parse=parse_licenses, many=True)
     name: str = "synth-dataset"
 
 

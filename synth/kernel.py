@@ -62,6 +62,15 @@ class Stage:
     key: ClassVar[str] = "00_stage"
     version: ClassVar[str] = "1"  # bump when the code changes what rows come out
     CHECKS: ClassVar[tuple[Any, ...]] = ()  # the stage's check list (synth.gate.Check), run in order
+    # What its run.toml section holds and is checked against, where not the class's own fields (selection's
+    # SelectSettings, the fidelity gate's thresholds); ``from_settings`` makes the stage from it.
+    SETTINGS: ClassVar[type | None] = None
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], source: StageOutput) -> Stage:
+        """The stage a run makes from its section (over the top-level settings it takes) and the output it will
+        read; a stage that decides over its whole input (selection) reads it here."""
+        return cls(**values)
 
     def setup(self) -> None:
         """Load models or open clients; called once per worker process before the first batch."""

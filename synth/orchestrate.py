@@ -20,10 +20,21 @@ import pyarrow.parquet as pq
 
 from synth import pipeline  # its PIPELINE read at each use: register() replaces it
 from synth.budget import TOKENS, Budget, spending
-from synth.config import ConfigError, load_config, parse_budget, record, resolve, write_run_config
+from synth.config import (
+    ConfigError,
+    budget_flag,
+    load_config,
+    option,
+    parse_budget,
+    parse_count,
+    record,
+    resolve,
+    write_run_config,
+)
 from synth.export import ExportSettings, export
 from synth.kernel import StageError, StageOutput
 from synth.lang import canonical
+from synth.llm.factory import ENGINE_HELP, MODEL_HELP
 from synth.lock import run_lock
 from synth.progress import console
 from synth.registry import ALIASES, EXPORT, StageSpec
@@ -36,20 +47,33 @@ class RunSettings:
     """The main job's settings as ``run.toml`` holds them: top-level keys, and one table per stage section (and
     ``[export]``). ``engine``/``model`` are the defaults of every stage that calls a model; a section's own wins."""
 
-    lang: str | None = None  # required by extract, here or in [extract]
-    inputs: list[str] = field(default_factory=list)  # likewise ("input" in run.toml)
-    fragments: int | None = None  # fragments to extract
-    target: int | None = None  # rows to select for back-translation (default: all that pass)
-    engine: str | None = None  # None: synth.llm.factory.default_engine decides
-    model: str = "smollm2"
-    workers: int = 1  # processes for the CPU stages (extract)
-    executor: str = "local"  # what runs the shards: "local" (this machine's processes) or "ray" (synth.executors)
-    ray_address: str | None = None  # ray: None starts a local Ray instance, "auto" joins this machine's cluster
+    lang: str | None = option(None, "Target language: ISO 639-1/3 or xxx_Latn (sw, swa, swh_Latn).",
+                              also=("run", "audit"))  # required by extract, here or in [extract]
+    inputs: list[str] = option([], "Raw corpus files, folders or globs (txt, jsonl, json, parquet, .gz/.zst, datasets "
+                               "save_to_disk folders). Repeatable.", flag="--input", alias="-i", many=True,
+                               also=("run",))  # likewise ("input" in run.toml)
+    fragments: int | None = option(None, "Fragments to extract (suffixes k, M); default all that pass.",
+                                   parse=parse_count, also=("run",))
+    target: int | None = option(None, "Rows to select for back-translation (suffixes k, M; the fidelity gate after "
+                                "it may drop some); default all that pass.", parse=parse_count, also=("run",))
+    # the defaults of every stage that calls a model (a section's own wins); engine None: default_engine decides
+    engine: str | None = option(None, ENGINE_HELP, also=("run", "audit"))
+    model: str = option("smollm2", MODEL_HELP, also=("run", "audit"))
+    workers: int = option(1, "Worker processes for extraction.", also=("run",))
+    executor: str = option("local", "What runs the shards: local (this machine's processes) or ray (a Ray cluster).",
+                           also=("run",))
+    ray_address: str | None = option(None, "With --executor ray: the cluster (host:port), 'auto' (this machine's), or "
+                                     "none to start a local Ray instance.", also=("run",))
     # Work at most (synth.budget): tokens (a number), or "3gpu-h", "40USD" as [plan] reckons them; stops cleanly,
     # resumes with a larger one.
-    max_budget: int | str | None = None
+    max_budget: int | str | None = option(None, "Work at most: tokens (LLM and MT, suffixes k, M), GPU-hours (3gpu-h) "
+                                          "or money (40USD, $40) as synth plan reckons them from run.toml's [plan]: "
+                                          "the run stops cleanly before it would pass it; the same command with a "
+                                          "larger one resumes.", parse=budget_flag, also=("run",))
     plan: dict[str, Any] = field(default_factory=dict)  # [plan]: gpu, model_size, gpus, prices (synth.plan)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    EXECUTION = ("executor", "ray_address", "max_budget")  # what every command that runs stages takes
 
     def __post_init__(self) -> None:
         """Check every section against the settings of what it configures, so that a misspelt key is an error
@@ -213,7 +237,7 @@ def _run_key(rundir: str | Path, key: str, settings: RunSettings, progress: bool
             raise StageError(f"the driver of {key} wrote {out.dir.parent.name}")
         return out
     source = pipeline.PIPELINE.current_input(rundir, spec)
-    stage = spec.build(values, source) if spec.build is not None else spec.stage_class(**values)
+    stage = spec.stage_class.from_settings(values, source)
     if stage.key != key:
         raise StageError(f"{type(stage).__name__} writes {stage.key}, but is registered as {key}: its step and "
                          "name make its key")

@@ -28,23 +28,6 @@ def _load(ref: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Flag:
-    """A command-line option of the command that runs a stage: ``--min-len`` sets ``min_len`` in the stage's
-    section, or the top-level setting when its field is one of the stage's ``top``."""
-
-    field: str
-    type: type  # str, int, float, bool (an --x/--no-x pair) or list (a repeatable option)
-    help: str
-    name: str = ""  # the option when it is not --<field>: --embed-model
-    short: str = ""  # -i
-    parse: Callable[[Any], Any] | None = None  # the option's text → the setting (counts like 1M, quotas)
-
-    @property
-    def option(self) -> str:
-        return self.name or ALIASES.get(self.field, self.field).replace("_", "-")
-
-
-@dataclass(frozen=True)
 class StageSpec:
     """One stage: where it writes, what it is, what it reads, how it is configured and shown."""
 
@@ -54,11 +37,8 @@ class StageSpec:
     section: str = ""  # its table in run.toml (default: the key without its number)
     command: str = ""  # the `synth` command that runs it, with its neighbours of the same command (default: section)
     help: str = ""  # what that command does, for `synth --help`
-    settings: type | str | None = None  # what the section is checked against (default: the stage class)
-    # How the stage is made from its settings (its section over the top-level ones it takes): by default the stage
-    # class is called with them; ``build(settings, input)`` makes it otherwise (select needs the scored rows); a
-    # ``driver(settings, rundir, progress)`` runs a stage that reads no stage output itself (extract).
-    build: Callable[[dict[str, Any], StageOutput], Any] | None = None
+    # The stage is made from its settings (its section over the top-level ones it takes) by its class's
+    # ``from_settings``; a ``driver(settings, rundir, progress)`` runs a stage that reads no stage output (extract).
     driver: Callable[[dict[str, Any], Path, bool], StageOutput] | None = None
     uses_model: bool = False  # calls an LLM: takes the run's engine, model and request cache; the card names the model
     top: tuple[str, ...] = ()  # top-level settings it takes (extract: lang, fragments…; select: target)
@@ -69,7 +49,6 @@ class StageSpec:
     # what its counters in stats.json say a user must know (a judge that cannot discriminate), or None; the console,
     # report.html and the card show it
     warn: Callable[[dict[str, Any]], str | None] | None = None
-    flags: tuple[Flag, ...] = ()
     # The key of an earlier stage whose section this one reads too, instead of a section of its own (the final
     # decontamination reads [decontaminate], as stage 1's does).
     settings_of: str | None = None
@@ -90,7 +69,8 @@ class StageSpec:
 
     @property
     def settings_class(self) -> type:
-        return _load(self.settings or self.stage)
+        """What its section is checked against: the class's ``SETTINGS``, or the class's own fields."""
+        return self.stage_class.SETTINGS or self.stage_class
 
 
 def _finished(rundir: str | Path, key: str) -> bool:
@@ -151,7 +131,8 @@ class Pipeline:
 
     def sections(self) -> dict[str, type]:
         """Every table ``run.toml`` may hold and the settings class it is checked against."""
-        return {**{s.section: s.settings_class for s in self.runnable}, EXPORT: _load("synth.export:ExportSettings")}
+        return {**{s.section: s.settings_class for s in self.runnable if s.settings_of is None},
+                EXPORT: _load("synth.export:ExportSettings")}
 
     def commands(self) -> dict[str, list[StageSpec]]:
         """``synth <command>`` → the stages it runs, in order."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -290,7 +290,7 @@ TRANSLATORS_ADVICE = ("a seq2seq MT model (--translator seq2seq --mt-model faceb
 
 def _translation_stages() -> set[str]:
     """The stages that translate (they take --translator) and those that gate their output."""
-    keys = {s.key for s in pipeline.PIPELINE if any(f.field == "translator" for f in s.flags)}
+    keys = {s.key for s in pipeline.PIPELINE if "translator" in {f.name for f in fields(s.settings_class)}}
     return keys | {s.key for s in pipeline.PIPELINE if s.reads in keys and not s.uses_model}
 
 

@@ -138,7 +138,7 @@ def test_final_rows_whose_instruction_overlaps_leave_in_the_final_stage(tmp_path
                      "fragment": CLEAN[:2], "bt_lid_label": ["spa"] * 2, "bt_lid_score": [1.0] * 2,
                      "bt_script_ok": [True] * 2, "bt_length_ratio": [1.0] * 2, "bt_numbers_ok": [True] * 2,
                      "bt_entities_ok": [True] * 2})
-    gate = PIPELINE["05_fidelity"].build({}, None)
+    gate = PIPELINE["05_fidelity"].stage_class.from_settings({}, None)
     gate._input_schema = rows.schema
     run_stage(gate, TableSource(rows), tmp_path, progress=False)  # the fidelity gate's output, as a run has it
     settings = RunSettings(sections={"decontaminate": {"paths": [str(ev)]}})

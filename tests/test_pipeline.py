@@ -126,6 +126,26 @@ def test_rerun_is_served_from_finished_stages(english_run, tmp_path):
         assert again.outputs[name].dir == out.dir, name  # same fingerprints: nothing recomputed
 
 
+def test_synth_export_takes_the_export_settings_as_options(english_run, tmp_path):
+    """`synth export` is made from ExportSettings: --format (comma list or repeated) adds copies beside the
+    Parquet, --license names a source's licence in the card, --config's [export] is read under the flags; a
+    licence without SOURCE= is refused with what was wrong."""
+    rundir = tmp_path / "run"
+    shutil.copytree(english_run.rundir, rundir)
+    config = tmp_path / "run.toml"
+    config.write_text('[export]\nformats = ["parquet", "sharegpt"]\nname = "from-config"\n')
+    res = CliRunner().invoke(app, ["export", "--out", str(rundir), "--format", "jsonl,alpaca", "--license",
+                                   "*=CC-BY-4.0", "--config", str(config)])
+    assert res.exit_code == 0, res.output
+    final = rundir / "final"
+    assert (final / "train.jsonl").exists() and (final / "alpaca.jsonl").exists()
+    assert not (final / "sharegpt.jsonl").exists()  # the flag's list wins over the file's
+    card = (final / "README.md").read_text()
+    assert "CC-BY-4.0" in card and "from-config" in card
+    res = CliRunner().invoke(app, ["export", "--out", str(rundir), "--license", "CC-BY-4.0"])
+    assert res.exit_code == 2 and "--license needs SOURCE=LICENCE, got 'CC-BY-4.0'" in res.output
+
+
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from synth import pipeline
 from synth.cli import app
-from synth.config import ConfigError
+from synth.config import ConfigError, cli_fields
 from synth.kernel import StageOutput
 from synth.orchestrate import RunSettings
 from synth.pipeline import PIPELINE
@@ -75,15 +75,61 @@ def test_a_registered_stage_has_a_config_section_checked_like_the_others(with_wo
         RunSettings.from_dict({"lang": "sw", "input": ["x"], "words": {"min_words": 3}, "wrds": {}})
 
 
-def test_stage_commands_and_their_options_come_from_the_registry():
-    runner = CliRunner()
+def _help(command: str) -> str:
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    return " ".join(res.output.split())
+
+
+def _flag(f, opt) -> str:
+    return opt.flag or f"--{f.name.replace('_', '-')}"
+
+
+def test_the_options_of_every_command_over_run_toml_are_the_fields_of_the_settings():
+    """Stage commands, run, audit and export are made from the settings classes (``option(...)`` fields): a
+    stage command takes its stages' fields and the top-level settings they take (RunSettings'); run and audit
+    take the fields that name them in ``also``, and the help says which sections a flag sets."""
     for command, specs in PIPELINE.commands().items():
-        res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
-        assert res.exit_code == 0, res.output
-        for flag in (f for s in specs for f in s.flags):
-            assert f"--{flag.option}" in res.output, (command, flag)
-        assert ("--engine-opt" in res.output) == any(s.uses_model for s in specs)
-        assert "--config" in res.output
+        out = _help(command)
+        top = {k for s in specs for k in s.top} | set(RunSettings.EXECUTION)
+        for s in (s for s in specs if s.settings_of is None):
+            for f, opt in cli_fields(s.settings_class):
+                assert _flag(f, opt) in out, (command, f.name)
+        for f, opt in cli_fields(RunSettings):
+            assert f.name not in top or _flag(f, opt) in out, (command, f.name)
+        assert ("--engine-opt" in out) == any(s.uses_model for s in specs)
+        assert "--config" in out
+    for command in ("run", "audit"):
+        out = _help(command)
+        for cls in (RunSettings, *PIPELINE.sections().values()):
+            for f, opt in cli_fields(cls):
+                assert command not in opt.also or (opt.wide or _flag(f, opt)) in out, (command, cls, f.name)
+    run = _help("run")
+    assert "--translator" in run and "Sets [translate] and [backtranslate]." in run
+    assert "--judge-model" in run and "--engine-opt" not in run and "--format" in _help("export")
+    assert "--input" not in _help("translate") and "--fragments" not in _help("select")
+
+
+def test_a_field_of_a_new_stage_is_an_option_of_its_command_and_of_run_where_it_says_so(with_words):
+    """The toy stage's one ``option(...)`` field: ``synth words --min-words`` and, by its ``also``,
+    ``synth run --min-words``, each setting [words]; a flag that would set two different settings is refused."""
+    from dataclasses import dataclass
+
+    from synth.cli.settings import wires
+    from synth.config import option
+    from synth.kernel import Stage
+
+    assert wires("run")["--min-words"].targets == [("words", "min_words")]
+    assert {"--min-words", "--executor", "--max-budget"} <= set(wires("words"))
+
+    @dataclass
+    class Clash(Stage):
+        key = "06_clash"
+        model_dir: str = option(None, "A second setting under a taken flag.", flag="--translator", also=("run",))
+
+    pipeline.PIPELINE = pipeline.PIPELINE.register(StageSpec(Clash, reads="05_words"))
+    with pytest.raises(ValueError, match="--translator would set both translator and model_dir"):
+        wires("run")
 
 
 def test_flags_win_over_the_config_of_a_stage_command(tmp_path):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from synth import ShardStats, Stage
+from synth.config import option
 from synth.fingerprint import stable_id
 from synth.kernel import TableSource
 
@@ -102,7 +103,7 @@ class Words(Stage):
     each native response and drops the rows with fewer than ``min_words``."""
 
     key = "05_words"
-    min_words: int = 0
+    min_words: int = option(0, "Fewest words a native response may have.", also=("run",))
 
     def process(self, batch: pa.Table, stats: ShardStats) -> pa.Table:
         words = [len(t.split()) for t in batch.column("fragment").to_pylist()]

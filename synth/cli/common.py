@@ -6,18 +6,12 @@ import typer
 from rich.console import Console
 
 from synth import __version__
-from synth.config import ConfigError, key_values
 
 app = typer.Typer(help="Build multilingual instruction-finetuning datasets from native text.",
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Offline models that ship inside packages.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
-
-ENGINE_HELP = "hf, vllm or openai (default: vllm with a GPU, else hf)."
-MODEL_HELP = "Model directory, hub name, or 'smollm2' (offline default)."
-CACHE_HELP = "Request cache (sqlite path), 'none', or default: synth's shared cache."
-CONFIG_HELP = "A run.toml with the sections of `synth run`; flags win."
 
 
 def _version(value: bool) -> None:
@@ -46,19 +40,3 @@ def _fail(e: Exception) -> None:
         raise typer.Exit(BUDGET_EXIT)
     console.print(f"[red]error:[/red] {escape(str(e))}")  # messages name config sections: [translate]…
     raise typer.Exit(2)
-
-
-def export_formats(given: list[str] | None) -> list[str] | None:
-    """``--format jsonl,alpaca`` or ``--format jsonl --format alpaca``: the export's formats, Parquet always first."""
-    extra = [f.strip() for item in given or [] for f in item.split(",") if f.strip() and f.strip() != "parquet"]
-    return ["parquet", *dict.fromkeys(extra)] if given else None
-
-
-def _engine_options(pairs: list[str] | None) -> dict:
-    """``KEY=VALUE`` pairs to engine keyword arguments (``synth.config.key_values``)."""
-    try:
-        return key_values(pairs)
-    except ConfigError as e:
-        raise typer.BadParameter(str(e)) from None
-
-

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-import inspect
 import json
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +12,12 @@ import typer
 from rich.table import Table
 
 from synth.baselines import TemplatedSettings, TranslatedSettings
-from synth.cli.common import (
-    CACHE_HELP,
-    CONFIG_HELP,
-    ENGINE_HELP,
-    MODEL_HELP,
-    _engine_options,
-    _fail,
-    app,
-    console,
-    export_formats,
-)
-from synth.cli.settings import settings_command
-from synth.config import budget_flag, parse_count
+from synth.cli.common import _fail, app, console
+from synth.cli.settings import parameter, run_toml_command, settings_command
+from synth.config import parse_count
 from synth.errors import SynthError
 from synth.llm.batch import GenerateSettings
-from synth.pipeline import PIPELINE, RUN_FLAGS
+from synth.pipeline import PIPELINE
 from synth.registry import StageSpec
 
 
@@ -158,76 +148,25 @@ def _print_outputs(rundir: Path, outputs: dict) -> None:
     console.print(f"  funnel: synth stats {rundir}", soft_wrap=True)
 
 
-REPLICAS_HELP = ("Engine copies on this machine, a process each with its own GPUs: 'auto' (default: one per "
-                 "visible GPU, or per tensor-parallel group) or a number.")
-GPUS_HELP = "The GPUs the engine copies may use, e.g. 0,1,2,3 (default: the visible ones)."
-MODEL_OPTIONS = {  # what every command of a stage that calls a model takes: the settings of LLMStage
-    "engine": (str, typer.Option(None, "--engine", help=ENGINE_HELP)),
-    "model": (str, typer.Option(None, "--model", help=MODEL_HELP)),
-    "engine_options": (list[str], typer.Option(None, "--engine-opt", help="Engine setting KEY=VALUE (repeatable).")),
-    "cache": (str, typer.Option(None, "--cache", help=CACHE_HELP)),
-    "replicas": (str, typer.Option(None, "--replicas", help=REPLICAS_HELP)),
-    "gpus": (str, typer.Option(None, "--gpus", help=GPUS_HELP)),
-}
-
-
 def _stage_command(name: str, specs: list[StageSpec]) -> None:
-    """Add ``synth <name>``: it runs ``specs`` through ``synth.orchestrate.run_command``. Each flag sets its
-    stage's section (or a top-level setting) over ``--config``; a flag not given leaves the file's value."""
+    """Add ``synth <name>``: it runs ``specs`` through ``synth.orchestrate.run_command``; its options are their
+    settings' fields (``run_toml_command``), each over the same field of ``--config``."""
     first = specs[0]
     reads = (f" (reads its {first.reads}{', else ' + first.fallback if first.fallback else ''})"
              if first.driver is None else "")
-    params = [inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
-                                default=typer.Option(..., "--out", "-o", help=f"Run directory{reads}."))]
-    owner: dict[str, tuple[StageSpec | None, Any]] = {}  # parameter → the stage and flag (None, None: a model
-    # option; None, flag: a top-level setting of every command, RUN_FLAGS)
-    for spec in [*specs, None]:
-        for flag in spec.flags if spec is not None else RUN_FLAGS:
-            decl = f"--{flag.option}/--no-{flag.option}" if flag.type is bool else f"--{flag.option}"
-            kind = list[str] if flag.type is list else str if flag.parse else flag.type
-            param = flag.option.replace("-", "_")
-            option = typer.Option(None, decl, *([flag.short] if flag.short else []), help=flag.help)
-            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=option))
-            owner[param] = (spec, flag)
-    if any(s.uses_model for s in specs):
-        for param, (kind, option) in MODEL_OPTIONS.items():
-            params.append(inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=kind, default=option))
-            owner[param] = (None, None)
-    params += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
-                                 default=typer.Option(None, "--config", help=CONFIG_HELP)),
-               inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                                 default=typer.Option(False, "--quiet", help="No progress bars."))]
 
-    def command(**given: Any) -> None:
-        from synth.orchestrate import RunSettings, run_command
+    def work(settings: Any, given: dict[str, Any]) -> None:
+        from synth.orchestrate import run_command
 
-        top: dict[str, Any] = {}
-        sections: dict[str, dict[str, Any]] = {}
         try:
-            for param, (spec, flag) in owner.items():
-                value = given[param]
-                if value is None or value == []:
-                    continue
-                if flag is None:  # a model option: every stage of the command that calls a model takes it
-                    value = _engine_options(value) if param == "engine_options" else value
-                    for s in specs:
-                        if s.uses_model:
-                            sections.setdefault(s.section, {})[param] = value
-                    continue
-                value = flag.parse(value) if flag.parse else value
-                if spec is None or flag.field in spec.top:
-                    top[flag.field] = value
-                else:
-                    sections.setdefault(spec.section, {})[flag.field] = value
-            settings = RunSettings.load(given["config"], top, sections)
             outputs = run_command(given["out"], name, settings, progress=not given["quiet"])
         except (SynthError, ValueError, OSError) as e:
             _fail(e)
         _print_outputs(given["out"], outputs)
 
-    command.__signature__ = inspect.Signature(params)  # what typer reads the options from
     main_spec = next((s for s in specs if s.section == name), first)
-    app.command(name, help=main_spec.help or f"Run the {main_spec.label} stage ({main_spec.key}).")(command)
+    run_toml_command(name, work, help=main_spec.help or f"Run the {main_spec.label} stage ({main_spec.key}).",
+                     out_help=f"Run directory{reads}.")
 
 
 for _name, _specs in PIPELINE.commands().items():
@@ -269,139 +208,86 @@ settings_command("templated", TemplatedSettings, _templated, on=baseline_app, se
                  "through a versioned template; synth's final schema and a card.")
 
 
-@app.command("audit")
-def audit_cmd(
-    input: Path = typer.Argument(..., help="Instruction data: a JSONL, JSON or Parquet file or folder (messages, "
-                                 "ShareGPT, Alpaca or instruction/response rows), or a synth final/."),
-    lang: str = typer.Option(..., help="The data's language (es, sw, swh…), for rows that do not name theirs."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: audit.parquet, final/ (the kept rows), "
-                             "report.html."),
-    translator: str = typer.Option(None, help="'llm', 'seq2seq' (with --mt-model) or 'apertium': English for rows "
-                                   "that have none (relevance, the judge) and the instruction's round trip."),
-    mt_model: str = typer.Option(None, help="Seq2seq MT model (into English)."),
-    judge: bool = typer.Option(False, help="Also run the LLM judge (stage 4's) and drop rows below --min-quality."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    judge_model: str = typer.Option(None, help="A different model for the judge."),
-    min_quality: float = typer.Option(None, help="With --judge: the lowest judge score kept (default 3, as "
-                                      "selection)."),
-    min_relevance: str = typer.Option(None, help="'auto' (default: measured for the embedding model), 'off' or "
-                                      "a number."),
-    embed_model: str = typer.Option(None, help="sentence-transformers model for relevance and the round trip."),
-    relevance_model: str = typer.Option(None, help="A cross-encoder or reranker for relevance instead."),
-    config: Path = typer.Option(None, help=CONFIG_HELP + " Reads [score] (the judge), [backtranslate] (the "
-                                "translator) and [select] (min_quality, min_relevance)."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """synth's row checks on any instruction dataset: which rows pass, and why the others do not."""
-    from dataclasses import fields
-
+def _audit(run: Any, given: dict[str, Any]) -> None:
+    """``synth audit``'s work: stage 5's translator (into English), the embedding and relevance settings of
+    [embed] and [select], and with ``--judge`` stage 4's judge and its bar, as ``run`` resolved them."""
     from synth.audit import Audit, audit
-    from synth.orchestrate import RunSettings
+    from synth.config import defaults
+    from synth.report import console_summary
 
     try:
-        run = RunSettings.load(config, {"engine": engine, "model": model}, {
-            "score": {"model": judge_model},
-            "backtranslate": {"translator": translator, "mt_model": mt_model},
-            "select": {"min_quality": min_quality, "min_relevance": min_relevance}})
+        if not run.lang:
+            raise SynthError("synth audit needs --lang, the data's language (for rows that do not name theirs)")
         translating: dict = {}
         if run.sections.get("backtranslate", {}).get("translator"):  # as stage 5 would translate, into English
             known = {f.name for f in fields(Audit)} - {"prompt", "lang"}
             translating = {k: v for k, v in run.values(PIPELINE.section("backtranslate")).items() if k in known}
-        chosen = run.sections.get("select", {})
-        settings = {**translating, **({"embedder": embed_model} if embed_model else {}),
-                    **({"relevance_model": relevance_model} if relevance_model else {}),
-                    **({"min_relevance": chosen["min_relevance"]} if "min_relevance" in chosen else {})}
-        result = audit(input, out, lang, settings, judge=run.values(PIPELINE.section("score")) if judge else None,
-                       min_quality=chosen.get("min_quality", 3.0), progress=not quiet)
+        embed, chosen = run.sections.get("embed", {}), run.sections.get("select", {})
+        settings = {**translating, **({"embedder": embed["model"]} if "model" in embed else {}),
+                    **{k: v for k, v in {**embed, **chosen}.items() if k in ("relevance_model", "min_relevance")}}
+        select = {**defaults(PIPELINE.section("select").settings_class), **chosen}
+        result = audit(given["input"], given["out"], run.lang, settings,
+                       judge=run.values(PIPELINE.section("score")) if given["judge"] else None,
+                       min_quality=select["min_quality"], progress=not given["quiet"])
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
-    from synth.report import console_summary
-
-    for line in console_summary(out):
+    for line in console_summary(given["out"]):
         console.print(line)
     dropped = ", ".join(f"{reason} ({n:,})" for reason, n in result.reasons.items()) or "none"
     console.print(f"[green bold]{result.kept:,} of {result.rows:,} rows kept[/green bold]; dropped: {dropped}")
     console.print(f"{result.table}  {result.final}  report: {result.report}")
 
 
-@app.command("export")
-def export_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory (reads its last stage's output)."),
-    format: list[str] = typer.Option(None, "--format", "-f", help="Copies beside the Parquet (always written), "
-                                     "comma-separated or repeated: jsonl, alpaca, sharegpt."),
-    license: list[str] = typer.Option(None, help="SOURCE=LICENCE for the dataset card (SOURCE * for all)."),
-    config: Path = typer.Option(None, help=CONFIG_HELP),
-    push_to_hub: str = typer.Option(None, help="Then upload final/ to the Hugging Face hub as this dataset repo "
-                                    "(user/name); needs the network and a token (huggingface-cli login)."),
-    private: bool = typer.Option(False, help="With --push-to-hub: create the repo private."),
-) -> None:
-    """Write RUNDIR/final: messages-format Parquet, optional JSONL/Alpaca/ShareGPT, card, trainer snippets."""
-    from synth.export import push_to_hub as push
-    from synth.orchestrate import RunSettings, export_run
-    from synth.registry import EXPORT
+run_toml_command(
+    "audit", _audit, help="synth's row checks on any instruction dataset: which rows pass, and why the others do not.",
+    out_help="Output folder: audit.parquet, final/ (the kept rows), report.html.",
+    extra=(parameter("input", Path, typer.Argument(..., help="Instruction data: a JSONL, JSON or Parquet file or "
+                                                     "folder (messages, ShareGPT, Alpaca or instruction/response "
+                                                     "rows), or a synth final/.")),
+           parameter("judge", bool, typer.Option(False, "--judge", help="Also run the LLM judge (stage 4's) and "
+                                                  "drop rows below --min-quality."))))
 
-    flags = {"formats": export_formats(format),
-             "licenses": dict(pair.split("=", 1) for pair in license if "=" in pair) if license else None}
+
+def _export(run: Any, given: dict[str, Any]) -> None:
+    from synth.export import push_to_hub as push
+    from synth.orchestrate import export_run
+
     try:
-        final, rows = export_run(out, RunSettings.load(config, sections={EXPORT: flags}))
+        final, rows = export_run(given["out"], run)
         console.print(f"[green]{rows:,} rows[/green] → {final}")
-        if push_to_hub:
-            console.print(f"pushed → {push(final, push_to_hub, private=private)}")
+        if given["push_to_hub"]:
+            console.print(f"pushed → {push(final, given['push_to_hub'], private=given['private'])}")
     except (SynthError, ValueError, OSError) as e:
         _fail(e)
 
 
-@app.command("run")
-def run_cmd(
-    lang: str = typer.Option(None, help="Target language (sw, swa, swh_Latn…)."),
-    input: list[str] = typer.Option(None, "--input", "-i", help="Raw corpus files, folders or globs."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory."),
-    fragments: str = typer.Option(None, help="Fragments to extract (suffixes k, M); default all."),
-    target: str = typer.Option(None, help="Rows to select for back-translation (the fidelity gate after it may "
-                               "drop some); default all that pass."),
-    engine: str = typer.Option(None, help=ENGINE_HELP), model: str = typer.Option(None, help=MODEL_HELP),
-    judge_model: str = typer.Option(None, help="A different model for the quality judge."),
-    translator: str = typer.Option(None, help="'llm', 'seq2seq' (with --mt-model) or 'apertium' for stages 2 "
-                                   "and 5."),
-    mt_model: str = typer.Option(None, help="Seq2seq MT model for stages 2 and 5."),
-    format: list[str] = typer.Option(None, "--format", "-f", help="Copies beside the Parquet (always written), "
-                                     "comma-separated or repeated: jsonl, alpaca, sharegpt."),
-    decontaminate: list[str] = typer.Option(None, help="Evaluation files (JSONL, Parquet, datasets folders) whose "
-                                            "text fragments and final rows must not overlap. Repeatable."),
-    workers: int = typer.Option(None, help="Worker processes for extraction (default 1)."),
-    replicas: str = typer.Option(None, help=REPLICAS_HELP), gpus: str = typer.Option(None, help=GPUS_HELP),
-    executor: str = typer.Option(None, help=RUN_FLAGS[0].help),
-    ray_address: str = typer.Option(None, help=RUN_FLAGS[1].help),
-    max_budget: str = typer.Option(None, help=RUN_FLAGS[2].help),
-    config: Path = typer.Option(None, help="run.toml: top-level keys and a section per stage ("
-                                + ", ".join(f"\\[{s}]" for s in PIPELINE.section_names) + ")."),
-    quiet: bool = typer.Option(False, help="No progress bars."),
-) -> None:
-    """The main job: native text in, a clean instruction dataset, report and stats out. Resumable."""
-    from synth.orchestrate import RunSettings
+run_toml_command(
+    "export", _export, quiet=False, out_help="Run directory (reads its last stage's output).",
+    help="Write RUNDIR/final: messages-format Parquet, optional JSONL/Alpaca/ShareGPT, card, trainer snippets.",
+    extra=(parameter("push_to_hub", str, typer.Option(None, "--push-to-hub", help="Then upload final/ to the "
+                                                       "Hugging Face hub as this dataset repo (user/name); needs the "
+                                                       "network and a token (huggingface-cli login).")),
+           parameter("private", bool, typer.Option(False, "--private", help="With --push-to-hub: create the repo "
+                                                    "private."))))
+
+
+def _run(settings: Any, given: dict[str, Any]) -> None:
     from synth.orchestrate import run as run_all
-    from synth.registry import EXPORT
     from synth.report import console_summary
 
-    translators = {"translator": translator, "mt_model": mt_model}
     try:
-        flags = {"lang": lang, "inputs": input or None, "fragments": parse_count(fragments),
-                 "target": parse_count(target), "engine": engine, "model": model, "workers": workers,
-                 "executor": executor, "ray_address": ray_address, "max_budget": budget_flag(max_budget)}
-        sections = {"score": {"model": judge_model}, "translate": translators, "backtranslate": translators,
-                    "decontaminate": {"paths": decontaminate or None},
-                    EXPORT: {"formats": export_formats(format)}}
-        for spec in PIPELINE:  # engine copies: every stage that calls a model, as the registry says
-            if spec.uses_model:
-                sections[spec.section] = {**sections.get(spec.section, {}), "replicas": replicas, "gpus": gpus}
-        result = run_all(RunSettings.load(config, flags, sections), out, progress=not quiet)
+        result = run_all(settings, given["out"], progress=not given["quiet"])
     except (SynthError, ValueError, OSError) as e:  # every stage's own error says what and where
         _fail(e)
     console.print()
-    for line in console_summary(out):
+    for line in console_summary(given["out"]):
         console.print(line)
     console.print(f"[green bold]{result.rows:,} rows[/green bold] → {result.final}  "
                   f"report: {result.report}  ({result.seconds / 60:.1f} min)")
+
+
+run_toml_command("run", _run, out_help="Run directory.",
+                 help="The main job: native text in, a clean instruction dataset, report and stats out. Resumable.")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from synth.config import ConfigError, key_values, option
 from synth.io import atomic_write_text
 from synth.llm.base import Engine
 from synth.llm.cache import CachedEngine
+from synth.llm.factory import ENGINE_HELP, MODEL_HELP
 from synth.llm.request import Request, Sampling
 from synth.progress import console
 
@@ -22,8 +23,8 @@ class GenerateSettings:
 
     input: str | None = option(None, "JSONL: one request per line (prompt or messages).", flag="--input",
                                alias="-i")
-    engine: str | None = option(None, "hf, vllm or openai (default: vllm with a GPU, else hf).")
-    model: str = option("smollm2", "Model directory, hub name, or 'smollm2' (the offline default).")
+    engine: str | None = option(None, ENGINE_HELP)
+    model: str = option("smollm2", MODEL_HELP)
     max_tokens: int = option(256, "Default max new tokens (a line's own value wins).")
     temperature: float = option(0.0, "Default temperature.")
     base_url: str | None = option(None, "openai engine: the server, e.g. http://127.0.0.1:8000/v1.")

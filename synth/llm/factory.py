@@ -18,6 +18,8 @@ ENGINES = {
     "vllm": "synth.llm.vllm:VLLMEngine",
     "openai": "synth.llm.openai:OpenAIEngine",
 }
+ENGINE_HELP = "hf, vllm or openai (default: vllm with a GPU, else hf)."
+MODEL_HELP = "Model directory or hub name; 'smollm2' is the offline model that ships in a package."
 
 
 def default_engine() -> str:

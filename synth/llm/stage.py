@@ -12,19 +12,20 @@ output. A request that fails for reasons outside it stops the shard (``synth.llm
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from synth import checks as ck
 from synth.checks import CheckSettings, LanguageVerdict
+from synth.config import key_values, option
 from synth.devices import Gpu, Placement
 from synth.extract.lid import Identifier
 from synth.gate import Check, first_failure
 from synth.kernel import Stage
 from synth.llm.base import Engine
-from synth.llm.factory import default_engine
+from synth.llm.factory import ENGINE_HELP, MODEL_HELP, default_engine
 from synth.llm.request import Request, Result
 from synth.llm.service import EngineService
 from synth.stats import ShardStats
@@ -76,15 +77,19 @@ class LLMStage(Stage):
     CHECKS: ClassVar[tuple[Check, ...]] = ()  # their reasons are in the fingerprint (Stage.fingerprint)
     ADDED: ClassVar[tuple[tuple[str, pa.DataType], ...]] = ()
 
-    engine: str = field(default_factory=default_engine)
-    model: str = "smollm2"
+    engine: str = option(help=ENGINE_HELP, factory=default_engine)
+    model: str = option("smollm2", MODEL_HELP)
     revision: str | None = None
-    engine_options: dict[str, Any] = field(default_factory=dict, metadata={"fingerprint": False})
-    cache: str | None = field(default=None, metadata={"fingerprint": False})  # sqlite path
-    # Engine copies on this machine, each in a process of its own with its own GPUs (synth.devices.assign):
-    # "auto" = one per visible GPU (per tensor-parallel group); ``gpus`` ("0,1,2,3") overrides the visible ones.
-    replicas: int | str = field(default="auto", metadata={"fingerprint": False})
-    gpus: str | None = field(default=None, metadata={"fingerprint": False})
+    engine_options: dict[str, Any] = option({}, "Engine setting KEY=VALUE (repeatable), e.g. dtype=bfloat16.",
+                                            flag="--engine-opt", parse=key_values, many=True, fingerprint=False)
+    cache: str | None = option(None, "Request cache: a sqlite path, 'none', or by default synth's shared cache.",
+                               fingerprint=False)
+    # Engine copies on this machine, each in a process of its own with its own GPUs (synth.devices.assign).
+    replicas: int | str = option("auto", "Engine copies on this machine, a process each with its own GPUs: 'auto' "
+                                 "(one per visible GPU, or per tensor-parallel group) or a number.", also=("run",),
+                                 fingerprint=False)
+    gpus: str | None = option(None, "The GPUs the engine copies may use, e.g. 0,1,2,3 (default: the visible ones).",
+                              also=("run",), fingerprint=False)
 
     def engine_service(self) -> EngineService:
         """The engine this stage holds, made from its fields at first use (``setup`` or a translator's), and

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth.config import option
 from synth.devices import Gpu, Placement, local_gpus, parse_gpus
 from synth.errors import SynthError
 from synth.identity import identity
@@ -71,7 +72,8 @@ class Embed(Stage):
 
     key = "04_embed"
     version = "1"
-    model: str = "default"  # a name or path; the fingerprint holds its identity (synth.identity)
+    model: str = option("default", "sentence-transformers model, a name or path; 'default' is all-MiniLM-L6-v2, "
+                        "which ships in a package.", flag="--embed-model", also=("audit",))  # fingerprinted by identity
     fields: tuple[str, ...] = ("instruction_en",)
     normalize: bool = True
     max_seq_length: int | None = None  # None: the model's own (256 word pieces for all-MiniLM-L6-v2)
@@ -81,7 +83,8 @@ class Embed(Stage):
     # sentence-transformers' backend: "torch", "onnx" / "openvino" (their extras), or "auto": torch on a GPU, on
     # a CPU the fastest installed as bench/embed_backends.py measured (OpenVINO 2.5x, ONNX 1.4x torch on 2 cores).
     # In the fingerprint (resolved): their vectors differ from torch's in the 5th digit.
-    backend: str = "auto"
+    backend: str = option("auto", "Embedding backend: auto (torch on a GPU; on a CPU openvino or onnx where their "
+                          "extras are installed, else torch), torch, onnx or openvino.", flag="--embed-backend")
     # copies, each a process (or Ray actor) of its own: at most this many GPUs (0: every GPU), or CPU processes
     # (0: one, in the main process)
     workers: int = field(default=0, metadata={"fingerprint": False})
@@ -90,7 +93,9 @@ class Embed(Stage):
     # ``relevance`` (synth.select.relevance): how well instruction_en and response_en match, where both exist;
     # by this model's cosine, or by a cross-encoder/reranker given as ``relevance_model``
     relevance: bool = True
-    relevance_model: str | None = None
+    relevance_model: str | None = option(None, "A cross-encoder or reranker (directory or hub name) for the "
+                                         "instruction-response relevance, instead of the embedding model's cosine.",
+                                         also=("audit",))
 
     def __post_init__(self) -> None:
         if isinstance(self.fields, str):

@@ -148,11 +148,16 @@ class Mark(Gate):
 
     key = "04_select"
     version = "1"
+    SETTINGS = SelectSettings
     marks = True
     decisions: str = ""  # fingerprint of the settings (the input's fingerprint is added by the runner)
     scored: StageOutput | None = field(default=None, metadata={"fingerprint": False})
     settings: SelectSettings | None = field(default=None, metadata={"fingerprint": False})
     selection: Selection | None = field(default=None, metadata={"fingerprint": False})
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], source: StageOutput) -> Mark:
+        return mark(source, SelectSettings(**values))
 
     def setup(self) -> None:
         if self.selection is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from synth.config import option
 from synth.errors import SynthError
 from synth.lang import LanguageError, canonical
 from synth.select.relevance import AUTO, OFF_TOPIC, parse_min_relevance
@@ -25,27 +26,64 @@ class SelectError(SynthError, ValueError):
     """Selection cannot run on this input or with these settings; the message says why and what to do."""
 
 
+def _canonical_quota(quota: dict[str, int]) -> dict[str, int]:
+    """Quota keys as the canonical codes rows hold: ``sw=1000`` caps the ``swh`` rows."""
+    out: dict[str, int] = {}
+    for code, n in quota.items():
+        try:
+            lang = canonical(code)
+        except LanguageError as e:
+            raise SelectError(f"--per-lang-quota: {e}") from e
+        if out.get(lang, n) != n:
+            raise SelectError(f"--per-lang-quota gives {lang} two quotas ({out[lang]} and {n} for {code!r})")
+        out[lang] = n
+    return out
+
+
+def parse_lang_quota(text: str | None) -> dict[str, int] | int | None:
+    """``"500"`` → 500 for every language; ``"swh=1000,yor=200"`` → per language (others unlimited)."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        if "=" not in text:
+            return int(text)
+        out = {}
+        for part in text.split(","):
+            lang, _, n = part.partition("=")
+            out[lang.strip()] = int(n)
+        return out
+    except ValueError as e:
+        raise SelectError(f"--per-lang-quota: expected N or lang=N[,lang=N…], not {text!r}") from e
+
+
 @dataclass
 class SelectSettings:
     """Everything ``synth select`` can be told; all of it changes which rows are selected (fingerprinted)."""
 
     # rows the judge scored below this leave (quality_below_min): 3 of 5 is the rubric's "answers in part", below
     # it the judge says the response misses what was asked (bench/qc.py); None keeps every judged row
-    min_quality: float | None = 3.0
+    min_quality: float | None = option(3.0, "Minimum judge score: rows the judge rates poor leave (0 keeps all).",
+                                       also=("audit",))
     # rows whose instruction and response match less than this leave (off_topic): "auto" is the threshold measured
     # for the model that scored ``relevance`` (synth/data/relevance.toml); None: no relevance check
-    min_relevance: float | str | None = AUTO
+    min_relevance: float | str | None = option(AUTO, "Minimum instruction-response relevance: 'auto' (the threshold "
+                                               "measured for the embedding model), 'off', or a number.",
+                                               parse=parse_min_relevance, also=("audit",))
     target: int | None = None  # keep exactly this many (or all that pass, if fewer)
-    keep: float | None = None  # or: keep this fraction of the input rows
-    per_lang_quota: dict[str, int] | int | None = None  # at most this many rows per language
-    method: str = "greedy"  # "greedy" | "dedup" | "kmeans" | "none"
-    tau: float = 0.9  # cosine similarity at or above which two rows count as too alike
-    clusters: int | None = None  # k-means clusters (default: about sqrt of the eligible rows, at most target)
-    seed: int = 0
+    keep: float | None = option(None, "Or: the fraction of rows to keep.")
+    per_lang_quota: dict[str, int] | int | None = option(None, "At most N rows for every language, or sw=1000,yor=200.",
+                                                         parse=parse_lang_quota)
+    method: str = option("greedy", "greedy (DEITA-style), dedup, kmeans or none.")
+    tau: float = option(0.9, "Cosine similarity at which two instructions are too alike.")
+    clusters: int | None = option(None, "k-means clusters (default: about the square root of the eligible rows, "
+                                  "at most the target).")
+    seed: int = option(0, "Seed for k-means and ties.")
     index: str = "auto"  # "auto" | "flat" | "ivf"
     nprobe: int = 3  # IVF: cells searched per row
     nlist: int | None = None  # IVF cells (default: about sqrt(2 x eligible rows))
-    rank_by: str = "expected"  # "expected": quality_expected where present, else quality; "quality": the integer
+    rank_by: str = option("expected", "'expected' (the judge's expected score where it gave logprobs, else the "
+                          "integer) or 'quality' (the integer score).")
 
     def __post_init__(self) -> None:
         self.min_relevance = parse_min_relevance(self.min_relevance)
@@ -80,34 +118,3 @@ class SelectSettings:
         if self.keep is not None:
             return int(math.floor(self.keep * rows + 0.5))
         return self.target
-
-
-def _canonical_quota(quota: dict[str, int]) -> dict[str, int]:
-    """Quota keys as the canonical codes rows hold: ``sw=1000`` caps the ``swh`` rows."""
-    out: dict[str, int] = {}
-    for code, n in quota.items():
-        try:
-            lang = canonical(code)
-        except LanguageError as e:
-            raise SelectError(f"--per-lang-quota: {e}") from e
-        if out.get(lang, n) != n:
-            raise SelectError(f"--per-lang-quota gives {lang} two quotas ({out[lang]} and {n} for {code!r})")
-        out[lang] = n
-    return out
-
-
-def parse_lang_quota(text: str | None) -> dict[str, int] | int | None:
-    """``"500"`` → 500 for every language; ``"swh=1000,yor=200"`` → per language (others unlimited)."""
-    if text is None or not text.strip():
-        return None
-    text = text.strip()
-    try:
-        if "=" not in text:
-            return int(text)
-        out = {}
-        for part in text.split(","):
-            lang, _, n = part.partition("=")
-            out[lang.strip()] = int(n)
-        return out
-    except ValueError as e:
-        raise SelectError(f"--per-lang-quota: expected N or lang=N[,lang=N…], not {text!r}") from e

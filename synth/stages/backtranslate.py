@@ -33,6 +33,7 @@ import pyarrow as pa
 from synth import checks as ck
 from synth import fidelity
 from synth.checks import CheckSettings
+from synth.config import option
 from synth.devices import Placement, parse_gpus
 from synth.extract import lid
 from synth.gate import Check, Gate, first_failure
@@ -92,14 +93,14 @@ class Backtranslate(TranslatorSettings, LLMStage):
     chunk_chars: int = 1500
     checks: CheckSettings = field(default_factory=CheckSettings)
     lid_model: str = "auto"  # "auto": per target language, as stage 1 chooses
-    roundtrip: bool = False
+    roundtrip: bool = option(False, "Round-trip similarity score (bt_roundtrip_sim).")
     roundtrip_prompt: str = "translate_to_en"
     roundtrip_mt_model: str | None = None  # seq2seq: target → English model (default mt_model; Marian needs one)
     embedder: str = DEFAULT_EMBEDDER
     embed_device: str | None = field(default=None, metadata={"fingerprint": False})
-    # Learned QE of each back-translation (``bt_qe``), off by default: a MetricX-24 model (directory or hub name;
-    # its tokenizer in qe_tokenizer, e.g. google/mt5-xl).
-    qe_model: str | None = None
+    # Learned QE of each back-translation (``bt_qe``), off by default
+    qe_model: str | None = option(None, "Learned QE score bt_qe: a MetricX-24 model (directory or hub name; its "
+                                  "tokenizer in qe_tokenizer, e.g. google/mt5-xl) or, with unbabel-comet, CometKiwi.")
     qe_kind: str = "auto"  # auto (from the model's files or name) or metricx
     qe_tokenizer: str | None = None  # None: the model's own
     qe_batch_size: int = field(default=16, metadata={"fingerprint": False})
@@ -364,7 +365,12 @@ class Fidelity(Gate):
     key = "05_fidelity"
     version = "1"
     CHECKS = FIDELITY_CHECKS
+    SETTINGS = FidelityThresholds  # [fidelity] holds the thresholds
     thresholds: FidelityThresholds = field(default_factory=FidelityThresholds)
+
+    @classmethod
+    def from_settings(cls, values: dict[str, Any], source: StageOutput) -> Fidelity:
+        return cls(thresholds=FidelityThresholds(**values))
 
     def params(self) -> dict[str, Any]:
         th = asdict(self.thresholds)

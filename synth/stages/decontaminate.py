@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from synth.config import option
 from synth.errors import SynthError
 from synth.gate import Gate
 from synth.identity import identity
@@ -211,7 +212,9 @@ class Decontaminate(Gate):
 
     key = "01_decontaminate"
     version = "1"
-    paths: list[str] = field(default_factory=list)  # evaluation files, folders or globs (--decontaminate)
+    paths: list[str] = option([], "Evaluation files to keep out (JSONL, Parquet, datasets folders, globs): fragments "
+                              "and final rows that overlap them leave as 'contaminated'. Repeatable.",
+                              flag="--decontaminate", many=True, whole=True, also=("run",))
     n: int = 8  # words per n-gram
     char_n: int = 20  # characters per n-gram, in languages written without spaces
     threshold: float = 0.05  # share of a fragment's n-grams found in the evaluation texts at which it leaves

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from synth.config import option
 from synth.errors import SynthError
 from synth.extract import dedup, lid, quality
 from synth.extract.fragment import fragment, normalize
@@ -48,21 +49,22 @@ class ExtractSettings:
 
     lang: str
     fragments: int | None = None  # target number of fragments; None keeps all that pass
-    sample: str = "first"  # "first": stop once N are kept; "uniform": N drawn over the whole input
-    seed: int = 0
-    min_len: int = 200
-    max_len: int = 2000
-    tokenizer: str | None = None  # measure lengths in this tokenizer's tokens instead of characters
-    lid_model: str = "auto"  # "auto": most precise measured installed model; "lid176"; "heliport";
-    # "heliport+lid176" (both must agree); "glotlid"/"openlid" (synth models get); a fastText path
-    lid_threshold: float | None = None  # None: the model's default (lid.default_threshold)
+    sample: str = option("first", "'first' (stop once N are kept) or 'uniform' (N drawn over all the input).")
+    seed: int = option(0, "Seed for uniform sampling.")
+    min_len: int = option(200, "Minimum fragment length (characters, or tokens with --tokenizer).")
+    max_len: int = option(2000, "Maximum fragment length.")
+    tokenizer: str | None = option(None, "Measure lengths in tokens of this tokenizer (path or hub name).")
+    lid_model: str = option("auto", "'auto' (the installed model measured most precise for --lang), 'lid176' "
+                            "(bundled), 'heliport' (opt-in extra), 'heliport+lid176' (both must agree), "
+                            "'glotlid'/'openlid' (after synth models get), or a fastText model path.")
+    lid_threshold: float | None = option(None, "Minimum language-ID score (default: the model's own).")
     min_script_share: float = 0.5
-    quality_config: str | None = None  # a quality.toml with per-language thresholds
-    pii: bool = False
-    dedup: bool = True
-    text_field: str = "text"
-    id_field: str | None = None
-    txt_mode: str = "file"  # "file": one document per .txt; "paragraphs": blank-line separated
+    quality_config: str | None = option(None, "A quality.toml with per-language thresholds.")
+    pii: bool = option(False, "Mask emails, phone numbers and IP addresses.")
+    dedup: bool = option(True, "Exact and MinHash near-duplicate removal.")
+    text_field: str = option("text", "Text field of JSONL/Parquet/datasets inputs.")
+    id_field: str | None = option(None, "Field holding each record's own id (kept as source_id).")
+    txt_mode: str = option("file", "'file' (one document per .txt) or 'paragraphs' (blank-line separated).")
     max_doc_bytes: int = 20 << 20
 
     def __post_init__(self) -> None:
@@ -234,6 +236,7 @@ class Decide(Gate):
 
     key = "01_extract"
     version = "1"
+    SETTINGS = ExtractSettings  # what [extract] holds: the driver (synth.pipeline) decides, then runs this
     decisions: str = ""  # fingerprint of the decision settings and the number of parts they cover
     reasons: dict[str, str] = field(default_factory=dict, metadata={"fingerprint": False})
 

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from synth import checks as ck
 from synth.checks import CheckSettings
+from synth.config import option
 from synth.extract import lid
 from synth.gate import Check
 from synth.lang import ENGLISH
@@ -98,9 +99,10 @@ class Instruct(LLMStage):
     )
     ADDED = (("instruction_en", pa.string()), ("task_type", pa.string()), ("instruction_en_lid", pa.float32()))
     prompt: str = "reverse_instruction"
-    task_types: str = "row"  # "row": picked from the row id; "model": the model picks (JSON output)
+    task_types: str = option("row", "'row' (varied, picked from the row's id) or 'model' (the model picks, in its "
+                             "JSON output).")
     seed: int = 0  # for the row-picked task types
-    max_tokens: int = 160
+    max_tokens: int = option(160, "Max new tokens per request.")
     temperature: float = 0.0
     repetition_penalty: float = 1.0
     checks: CheckSettings = field(default_factory=CheckSettings)

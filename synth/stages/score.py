@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from synth.config import option
 from synth.llm import Request, Result, Sampling
 from synth.llm.stage import LLMStage
 from synth.prompts import get_prompt
@@ -60,9 +61,11 @@ class Score(LLMStage):
 
     key = "04_score"
     version = "1"
+    model: str = option(LLMStage.model, "The judge's model (default: the run's --model).", wide="--judge-model",
+                        also=("run", "audit"))
     prompt: str = "judge_quality"  # a name (its highest version), name.vN, or a .toml file of your own
     max_tokens: int = 96
-    logprobs: int = 5  # top-k per token, for the expected score; 0 turns it off
+    logprobs: int = option(5, "Top-k logprobs per token, for the expected score (0: off).")
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "prompt": get_prompt(self.prompt).identity}

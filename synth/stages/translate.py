@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from synth import checks as ck
 from synth.checks import CheckSettings
+from synth.config import option
 from synth.extract import lid
 from synth.gate import Check
 from synth.lang import ENGLISH
@@ -57,7 +58,7 @@ class Translate(TranslatorSettings, LLMStage):
     )
     ADDED = (("response_en", pa.string()), ("response_en_lid", pa.float32()))
     prompt: str = "translate_to_en"  # a name, name.vN, or a .toml file (see get_prompt)
-    max_tokens: int = 1024
+    max_tokens: int = option(1024, "Max new tokens per request.")
     temperature: float = 0.0
     repetition_penalty: float = 1.0
     chunk_chars: int = 1500  # LLM: longer fragments are translated in pieces of whole paragraphs or sentences

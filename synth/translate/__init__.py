@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, ClassVar
 
+from synth.config import option
 from synth.devices import Gpu, Placement
 from synth.errors import SynthError
 from synth.lang import canonical
@@ -160,9 +161,10 @@ def backend_fields() -> frozenset[str]:
 class TranslatorSettings:
     """Settings of the stages that translate (2, and 5), besides the LLM's own (engine, model, prompt…)."""
 
-    translator: str = "llm"  # a key of BACKENDS: "llm", the stage's engine and model; "seq2seq", mt_model;
-    # "apertium", Debian's rule-based MT (the apertium command and its pair packages)
-    mt_model: str | None = None  # local directory or hub name (facebook/nllb-200-distilled-600M, …)
+    translator: str = option("llm", "'llm' (the engine and model), 'seq2seq' (--mt-model) or 'apertium' (Debian's "
+                             "rule-based MT: apt-get install apertium apertium-eng-spa).", also=("run", "audit"))
+    mt_model: str | None = option(None, "Seq2seq MT model: directory or hub name (NLLB, M2M100, MADLAD…).",
+                                  also=("run", "audit"))
     mt_revision: str | None = None
     mt_family: str | None = None  # nllb, m2m100, madlad, marian (None: detected from the model)
     mt_num_beams: int = 1
