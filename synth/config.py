@@ -176,6 +176,7 @@ class Option:
     # it sets the field in every run.toml section whose settings have it (--translator: [translate], [backtranslate]).
     also: tuple[str, ...] = ()
     wide: str = ""  # its flag in those commands, where not its own (the judge's model: --judge-model)
+    show_default: bool = True  # False where the help says the default in its own words
 
 
 def option(default: Any = None, help: str = "", *, factory: Callable[[], Any] | None = None,
@@ -186,8 +187,8 @@ def option(default: Any = None, help: str = "", *, factory: Callable[[], Any] | 
     meta = {"cli": Option(help, **how), **({} if fingerprint else {"fingerprint": False})}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
-    if isinstance(default, list | dict):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if isinstance(default, list | dict):  # a fresh copy for each object; the help shows the literal
+        return field(default_factory=lambda: type(default)(default), metadata={**meta, "shown": default})
     return field(default=default, metadata=meta)
 
 

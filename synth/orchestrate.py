@@ -54,8 +54,8 @@ class RunSettings:
                                also=("run",))  # likewise ("input" in run.toml)
     fragments: int | None = option(None, "Fragments to extract (suffixes k, M); default all that pass.",
                                    parse=parse_count, also=("run",))
-    target: int | None = option(None, "Rows to select for back-translation (suffixes k, M; the fidelity gate after "
-                                "it may drop some); default all that pass.", parse=parse_count, also=("run",))
+    target: int | None = option(None, "Rows to select (suffixes k, M) for back-translation, whose fidelity gate may "
+                                "drop some; default all that pass.", parse=parse_count, also=("run",))
     # the defaults of every stage that calls a model (a section's own wins); engine None: default_engine decides
     engine: str | None = option(None, ENGINE_HELP, also=("run", "audit"))
     model: str = option("smollm2", MODEL_HELP, also=("run", "audit"))

@@ -127,7 +127,7 @@ class Pipeline:
 
     @property
     def section_names(self) -> list[str]:
-        return [*(s.section for s in self.runnable), EXPORT]
+        return [*(s.section for s in self.runnable if s.settings_of is None), EXPORT]
 
     def sections(self) -> dict[str, type]:
         """Every table ``run.toml`` may hold and the settings class it is checked against."""

@@ -233,3 +233,33 @@ def test_the_command_line_loads_no_model_library():
             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("command", ["select", "audit"])
+def test_min_relevance_off_is_a_given_flag(monkeypatch, tmp_path, command):
+    """`--min-relevance off` turns the relevance check off: the flag keeps the word, which the settings read as
+    no check, where a flag that gave None would read as not given and leave the default ('auto')."""
+    import typer
+
+    import synth.audit
+    import synth.orchestrate
+    from synth.pipeline import PIPELINE
+    from synth.select.relevance import parse_min_relevance
+    from synth.select.settings import SelectSettings
+
+    seen = {}
+
+    def record_select(rundir, name, settings, progress=True):
+        seen["min_relevance"] = SelectSettings(**settings.values(PIPELINE.section("select"))).min_relevance
+        raise typer.Exit(0)
+
+    def record_audit(input, out, lang, settings=None, **kw):
+        seen["min_relevance"] = settings.get("min_relevance", "auto")  # Audit's default where not given
+        raise typer.Exit(0)
+
+    monkeypatch.setattr(synth.orchestrate, "run_command", record_select)
+    monkeypatch.setattr(synth.audit, "audit", record_audit)
+    args = ["select"] if command == "select" else ["audit", str(tmp_path / "data.jsonl"), "--lang", "en"]
+    res = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), "--min-relevance", "off"])
+    assert res.exit_code == 0, res.output
+    assert parse_min_relevance(seen["min_relevance"]) is None  # off, not the default 'auto'

@@ -244,8 +244,9 @@ run_toml_command(
     extra=(parameter("input", Path, typer.Argument(..., help="Instruction data: a JSONL, JSON or Parquet file or "
                                                      "folder (messages, ShareGPT, Alpaca or instruction/response "
                                                      "rows), or a synth final/.")),
-           parameter("judge", bool, typer.Option(False, "--judge", help="Also run the LLM judge (stage 4's) and "
-                                                  "drop rows below --min-quality."))))
+           parameter("judge", bool, typer.Option(False, "--judge/--no-judge", show_default=False,
+                                                  help="Also run the LLM judge (stage 4's) and drop rows below "
+                                                  "--min-quality."))))
 
 
 def _export(run: Any, given: dict[str, Any]) -> None:
@@ -267,8 +268,8 @@ run_toml_command(
     extra=(parameter("push_to_hub", str, typer.Option(None, "--push-to-hub", help="Then upload final/ to the "
                                                        "Hugging Face hub as this dataset repo (user/name); needs the "
                                                        "network and a token (huggingface-cli login).")),
-           parameter("private", bool, typer.Option(False, "--private", help="With --push-to-hub: create the repo "
-                                                    "private."))))
+           parameter("private", bool, typer.Option(False, "--private/--no-private", show_default=False,
+                                                    help="With --push-to-hub: create the repo private."))))
 
 
 def _run(settings: Any, given: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from synth.cli.common import _fail, app
 from synth.config import ConfigError, Option, cli_fields, defaults, record
@@ -30,17 +31,19 @@ def _base(annotation: Any) -> type:
 
 
 def _help(opt: Option, default: Any) -> str:
-    shown = default not in (None, [], {}, ()) and not isinstance(default, bool)
-    if not shown:
-        return opt.help
-    default = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
-    text, dot = (opt.help[:-1], ".") if opt.help.endswith(".") else (opt.help, "")
-    return f"{text} (default {default}){dot}"
+    """The option's help with its default (not rich markup: ``[plan]`` shows as written)."""
+    shown = opt.show_default and default not in (None, [], {}, ()) and not isinstance(default, bool)
+    if shown:
+        default = ",".join(map(str, default)) if isinstance(default, list | tuple) else default
+        text, dot = (opt.help[:-1], ".") if opt.help.endswith(".") else (opt.help, "")
+        return escape(f"{text} (default {default}){dot}")
+    return escape(opt.help)
 
 
 def _default(f: Field) -> Any:
-    """The default a field states (a factory's is not called: ``synth --help`` probes no GPU)."""
-    return f.default if f.default is not MISSING else None
+    """The default a field states (a factory is not called, ``synth --help`` probes no GPU; a list's literal is
+    kept beside its copying factory)."""
+    return f.default if f.default is not MISSING else f.metadata.get("shown")
 
 
 def _flag(f: Field, opt: Option) -> str:
@@ -74,7 +77,8 @@ def _common(out_help: str, config_help: str, quiet: bool) -> list[inspect.Parame
     params = [parameter("out", Path, typer.Option(..., "--out", "-o", help=out_help)),
               parameter("config", Path, typer.Option(None, "--config", help=config_help))]
     if quiet:
-        params.append(parameter("quiet", bool, typer.Option(False, "--quiet", help="No progress bars.")))
+        params.append(parameter("quiet", bool, typer.Option(False, "--quiet/--no-quiet", show_default=False,
+                                                            help="No progress bars.")))
     return params
 
 
@@ -168,7 +172,7 @@ def wires(command: str) -> dict[str, Wire]:
 
 
 def _targets_help(wire: Wire) -> str:
-    sections = ["\\[" + s + "]" for s, _ in wire.targets if s is not None]  # \\[: not rich markup
+    sections = [f"\\[{s}]" for s, _ in wire.targets if s is not None]  # \\[: not rich markup
     text = _help(wire.option, wire.default)
     return text if len(sections) < 2 else f"{text} Sets {', '.join(sections[:-1])} and {sections[-1]}."
 

@@ -93,6 +93,13 @@ def calibrated_threshold(model_identity: str | None) -> float | None:
     return float(entry["min_relevance"]) if entry else None
 
 
+def min_relevance_flag(text: str) -> float | str:
+    """``--min-relevance``'s text, checked: a number, ``auto``, or ``off`` kept as the word (the settings read it
+    as no check; a flag that gave None would read as not given, and the default would apply)."""
+    value = parse_min_relevance(text)
+    return "off" if value is None else value
+
+
 def parse_min_relevance(text: str | float | None) -> float | str | None:
     """``auto`` (the measured threshold), ``off``/``none``, or a number (the CLI's and the config's spelling)."""
     if text is None or isinstance(text, float | int):

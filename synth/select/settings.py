@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from synth.config import option
 from synth.errors import SynthError
 from synth.lang import LanguageError, canonical
-from synth.select.relevance import AUTO, OFF_TOPIC, parse_min_relevance
+from synth.select.relevance import AUTO, OFF_TOPIC, min_relevance_flag, parse_min_relevance
 
 REASONS = ("quality_missing", "quality_below_min", OFF_TOPIC, "embedding_missing", "near_duplicate", "too_similar",
            "cluster_quota", "lang_quota", "over_target")
@@ -69,7 +69,7 @@ class SelectSettings:
     # for the model that scored ``relevance`` (synth/data/relevance.toml); None: no relevance check
     min_relevance: float | str | None = option(AUTO, "Minimum instruction-response relevance: 'auto' (the threshold "
                                                "measured for the embedding model), 'off', or a number.",
-                                               parse=parse_min_relevance, also=("audit",))
+                                               parse=min_relevance_flag, also=("audit",))
     target: int | None = None  # keep exactly this many (or all that pass, if fewer)
     keep: float | None = option(None, "Or: the fraction of rows to keep.")
     per_lang_quota: dict[str, int] | int | None = option(None, "At most N rows for every language, or sw=1000,yor=200.",

@@ -61,8 +61,8 @@ class Score(LLMStage):
 
     key = "04_score"
     version = "1"
-    model: str = option(LLMStage.model, "The judge's model (default: the run's --model).", wide="--judge-model",
-                        also=("run", "audit"))
+    model: str = option(LLMStage.model, "The judge's model (default: run.toml's top-level model, or synth run's "
+                        "--model).", wide="--judge-model", also=("run", "audit"))
     prompt: str = "judge_quality"  # a name (its highest version), name.vN, or a .toml file of your own
     max_tokens: int = 96
     logprobs: int = option(5, "Top-k logprobs per token, for the expected score (0: off).")

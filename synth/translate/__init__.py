@@ -161,8 +161,9 @@ def backend_fields() -> frozenset[str]:
 class TranslatorSettings:
     """Settings of the stages that translate (2, and 5), besides the LLM's own (engine, model, prompt…)."""
 
-    translator: str = option("llm", "'llm' (the engine and model), 'seq2seq' (--mt-model) or 'apertium' (Debian's "
-                             "rule-based MT: apt-get install apertium apertium-eng-spa).", also=("run", "audit"))
+    translator: str = option("llm", "'llm' (the engine and model; the stages' default), 'seq2seq' (--mt-model) or "
+                             "'apertium' (Debian's rule-based MT: apt-get install apertium apertium-eng-spa). synth "
+                             "audit translates only with one given.", also=("run", "audit"), show_default=False)
     mt_model: str | None = option(None, "Seq2seq MT model: directory or hub name (NLLB, M2M100, MADLAD…).",
                                   also=("run", "audit"))
     mt_revision: str | None = None
