@@ -242,7 +242,8 @@ def parse_kill(path: Path) -> dict[str, Any]:
     trials = data["trials"]
     if trials == 0:
         raise ValueError("no trial ran (every run ended before its kill)")
-    return {"resume_identical": data["identical"] == trials, "kill_trials": trials,
+    return {"resume_identical": data["identical"] == trials,
+            "resume_identical_but_float_noise": data["identical_but_float_noise"] == trials, "kill_trials": trials,
             "kill_identical": data["identical"], "kill_no_row_lost_or_duplicated": data["no_row_lost_or_duplicated"],
             "kill_orphans": data["orphans"], "kill_reference_seconds": data["reference_seconds"]}
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import random
 import shutil
@@ -44,6 +45,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import tomli_w
@@ -164,12 +166,31 @@ def row_id(row: str) -> str:
     return str(r.get("id") or r.get("source_id") or row)
 
 
+FLOAT_NOISE = 1e-4  # relative: logprob-derived floats (quality_expected) of answers computed in other batches
+
+
+def same_but_float_noise(a: Any, b: Any) -> bool:
+    """Equal, floats within ``FLOAT_NOISE`` of each other (every text, integer and flag exactly)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=FLOAT_NOISE, abs_tol=1e-9)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_but_float_noise(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_but_float_noise(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 def compare(reference: list[str], resumed: list[str]) -> dict[str, int]:
+    """Rows lost, duplicated, extra and changed (exactly, and beyond float noise: without batch-invariant kernels
+    the judge's logprobs differ in the fifth or sixth digit when computed in other batches)."""
     ref = {row_id(r): r for r in reference}
     ids = Counter(row_id(r) for r in resumed)
     got = {row_id(r): r for r in resumed}
+    both = ref.keys() & got.keys()
     return {"lost": len(ref.keys() - got.keys()), "duplicated": sum(n - 1 for n in ids.values() if n > 1),
-            "changed": sum(1 for k in ref.keys() & got.keys() if ref[k] != got[k]),
+            "changed": sum(1 for k in both if ref[k] != got[k]),
+            "changed_beyond_float_noise": sum(1 for k in both
+                                              if not same_but_float_noise(json.loads(ref[k]), json.loads(got[k]))),
             "extra": len(got.keys() - ref.keys())}
 
 
@@ -300,17 +321,19 @@ def main() -> None:
         results.append(r)
         print(" ".join(f"{k}={v}" for k, v in r.items()), flush=True)
     same = sum(1 for r in results if r["lost"] == r["duplicated"] == r["changed"] == r["extra"] == 0)
+    close = sum(1 for r in results
+                if r["lost"] == r["duplicated"] == r["changed_beyond_float_noise"] == r["extra"] == 0)
     safe = sum(1 for r in results if r["lost"] == r["duplicated"] == r["extra"] == r["unaccounted"] == 0)
     orphans = sum(r["orphans"] for r in results)
     summary = {"engine": args.engine, "kill": args.kill, "trials": len(results), "finished_before_kill": missed,
-               "identical": same,
+               "identical": same, "identical_but_float_noise": close,
                "no_row_lost_or_duplicated": safe, "orphans": orphans, "reference_rows": len(reference),
                "reference_seconds": round(duration, 1),
                "reference_load_seconds": None if load is None else round(load, 1), "kill_window_s": round(window, 1),
                "input": args.input, "fragments": args.fragments, "results": results}
     (out / "kill_trials.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{same}/{len(results)} identical, {safe}/{len(results)} with no row lost or duplicated and every "
-          f"drop counted, {orphans} orphaned processes → {out / 'kill_trials.json'}")
+    print(f"{same}/{len(results)} identical ({close} floats aside), {safe}/{len(results)} with no row lost or "
+          f"duplicated and every drop counted, {orphans} orphaned processes → {out / 'kill_trials.json'}")
 
 
 if __name__ == "__main__":

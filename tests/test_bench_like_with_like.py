@@ -84,3 +84,25 @@ def test_kill_trials_corpus_and_load_signal(tmp_path):
     db.commit()
     assert cached_answers(cache) == 1  # the first answer: the engine is up
     db.close()
+
+
+def test_kill_trials_tell_float_noise_from_a_changed_row():
+    """A resumed row whose judge's expected score differs in its fifth digit is the same row but for float noise;
+    another text, score or a float past the noise is a changed row; a lost or extra row is counted as such."""
+    import json
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from bench.kill_trials import compare
+    finally:
+        sys.path.remove(str(REPO))
+
+    def row(i, text="a", expected=2.0512077808380127, quality=2):
+        return json.dumps({"id": i, "instruction": text, "quality": quality, "quality_expected": expected})
+
+    reference = [row("1"), row("2"), row("3"), row("4")]
+    resumed = [row("1"), row("2", expected=2.0512173175811768), row("3", text="b"), row("5", expected=2.1)]
+    got = compare(reference, resumed)
+    assert got == {"lost": 1, "duplicated": 0, "changed": 2, "changed_beyond_float_noise": 1, "extra": 1}
+    assert compare([row("1")], [row("1", expected=2.06)])["changed_beyond_float_noise"] == 1
+    assert compare([row("1")], [row("1", quality=3)])["changed_beyond_float_noise"] == 1

@@ -47,7 +47,10 @@ def test_gpu_check_smoke_runs_every_step(tmp_path):
                 "score_openai_ratio", "embed_per_s"):
         assert positive(report[key]), (key, report[key])
     assert isinstance(report["run_rows"], int) and report["run_rows"] > 0
-    assert report["resume_identical"] is True  # float32 on a CPU: the resumed rows are the uninterrupted ones
+    # Without batch-invariant kernels (vLLM's CPU build refuses them) a resumed run gives the uninterrupted rows'
+    # every text and score, but the judge's logprob-derived quality_expected may differ in its fifth digit (seen
+    # in CI: 2.051208 against 2.051217); on a GPU with them, resume_identical is the exact claim.
+    assert report["resume_identical_but_float_noise"] is True and isinstance(report["resume_identical"], bool)
     assert report["kill_trials"] >= 1 and report["kill_orphans"] == 0
     assert "batch_invariant" in report["steps"]["kill"]["note"]  # the smoke says it ran without it
     markdown = (tmp_path / "gpu_check.md").read_text()
