@@ -29,6 +29,7 @@ from synth.export import ExportSettings, export
 from synth.fingerprint import stable_id
 from synth.kernel import StageOutput, TableSource
 from synth.lang import canonical
+from synth.llm.factory import ENGINE_HELP, MODEL_HELP
 from synth.prompts import _ENV, prompts_dir
 from synth.report import funnel, model_line
 from synth.runner import run_stage
@@ -119,8 +120,8 @@ class TranslatedSettings(_Needs):
     lang: str | None = option(None, "Target language (es, sw, swh…).")
     translator: str = option("llm", "'llm', 'seq2seq' (with --mt-model) or 'apertium', as stage 5.")
     mt_model: str | None = option(None, "Seq2seq MT model.")
-    engine: str | None = option(None, "hf, vllm or openai (default: vllm with a GPU, else hf).")
-    model: str | None = option(None, "Model directory, hub name, or 'smollm2' (offline default).")
+    engine: str | None = option(None, ENGINE_HELP)
+    model: str | None = option(None, MODEL_HELP)
     limit: int | None = option(None, "Translate at most this many pairs.")
 
     def stage(self) -> dict[str, Any]:

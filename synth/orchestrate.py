@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from synth.budget import TOKENS, Budget, spending
 from synth.config import (
     ConfigError,
     budget_flag,
+    defaults,
     load_config,
     option,
     parse_budget,
@@ -116,7 +117,7 @@ class RunSettings:
     def _lift(self) -> dict[str, set[str]]:
         """Top-level settings written in a stage's section (``[extract] lang = "sw"``, the shape `synth extract`
         took) move to the top level; a section that says otherwise than the top level is an error."""
-        defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(self)}
+        initial = defaults(type(self))
         out: dict[str, set[str]] = {}
         for spec in pipeline.PIPELINE.runnable:
             table = self.sections.get(spec.section, {})
@@ -127,7 +128,7 @@ class RunSettings:
                     value = [value] if key == "inputs" and isinstance(value, str) else value
                     current = getattr(self, key)
                     same = canonical(value) == canonical(current) if key == "lang" and current else value == current
-                    if current != defaults[key] and not same:
+                    if current != initial[key] and not same:
                         raise ConfigError(f"[{spec.section}] {name} = {value!r} contradicts {ALIASES.get(key, key)} = "
                                           f"{current!r}")
                     setattr(self, key, value)

@@ -50,6 +50,11 @@ def _flag(f: Field, opt: Option) -> str:
     return opt.flag or f"--{f.name.replace('_', '-')}"
 
 
+def _name(flag: str) -> str:
+    """The command function's parameter for ``flag``: --judge-model → judge_model."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _param(name: str, hint: Any, opt: Option, help: str, flag: str) -> inspect.Parameter:
     """The typer parameter of one option: given or not (None), parsed later (``_value``)."""
     kind = list[str] if opt.many else str if opt.parse else _base(hint)
@@ -146,7 +151,6 @@ def wires(command: str) -> dict[str, Wire]:
     top = {k for s in stages for k in s.top} | (set(RunSettings.EXECUTION) if stages else set())
     own = {s.section: s.command for s in PIPELINE.runnable if s.settings_of is None} | {EXPORT: EXPORT}
     found: dict[str, Wire] = {}
-
     run_level = {f.name for f in fields(RunSettings)}
 
     def add(f: Field, opt: Option, hint: Any, flag: str, target: tuple[str | None, str]) -> None:
@@ -186,8 +190,7 @@ def run_toml_command(name: str, work: Callable[..., None], help: str, out_help: 
     from synth.pipeline import PIPELINE
 
     found = wires(name)
-    params = [*extra, *(_param(flag.removeprefix("--").replace("-", "_"), w.hint, w.option, _targets_help(w), flag)
-                        for flag, w in found.items())]
+    params = [*extra, *(_param(_name(flag), w.hint, w.option, _targets_help(w), flag) for flag, w in found.items())]
     sections = ", ".join(f"\\[{s}]" for s in PIPELINE.section_names)
     params += _common(out_help, f"A run.toml: top-level keys and a section per stage ({sections}); flags win.", quiet)
 
@@ -198,7 +201,7 @@ def run_toml_command(name: str, work: Callable[..., None], help: str, out_help: 
         sections: dict[str, dict[str, Any]] = {}
         try:
             for flag, wire in found.items():
-                value = _value(wire.option, given[flag.removeprefix("--").replace("-", "_")])
+                value = _value(wire.option, given[_name(flag)])
                 if value is None:
                     continue
                 for section, key in wire.targets:
